@@ -1,0 +1,198 @@
+"""Pipeline specs: YAML validated into typed config, with `--set key=value` overrides.
+
+Every section rejects unknown keys and every error names the key path, so a typo such as
+`model.latnt_dim` fails before Ray or MLflow are touched. Sections that belong to later stages
+(tune, evaluate, register, promote) are accepted as plain mappings here and validated by those stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from genforge.errors import SpecError
+
+FAMILIES = ("gan", "vae", "cgan", "cvae")
+
+# Keys that may change between a run and its resumption; they are tagged, not logged as params,
+# because MLflow refuses to log a param again with a different value.
+RESUMABLE_KEYS = ("train.epochs", "train.max_failures", "train.workers", "train.use_gpu")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class DataConfig(_Section):
+    dataset: str = Field("mnist5k", description="Dataset registry name (see `genforge datasets`).")
+    root: str | None = Field(None, description="Directory of torchvision datasets or the image folder.")
+    download: bool = Field(False, description="Let torchvision download into `root` (needs a network).")
+    image_size: int | None = Field(None, ge=4, description="Resize side for `imagefolder` (default 64).")
+    channels: Literal[1, 3] | None = Field(None, description="1 (grey) or 3 (RGB) for `imagefolder`.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share held out for validation.")
+    test_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share held out for test (if no official split).")
+    split_seed: int = Field(0, description="Seed of the deterministic train/val/test split.")
+
+
+class ModelConfig(_Section):
+    family: Literal["gan", "vae", "cgan", "cvae"] = Field("vae", description="Model family.")
+    latent_dim: int = Field(32, ge=1, description="Size of z.")
+    beta: float = Field(1.0, ge=0.0, description="KL weight of the VAE objective (beta-VAE).")
+    width: int = Field(32, ge=4, description="Channels of the first conv layer; doubles per resolution.")
+    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="VAE decoder likelihood.")
+    gan_loss: Literal["nonsaturating", "hinge"] = Field("nonsaturating", description="Adversarial loss.")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling.")
+    spectral_norm: bool = Field(False, description="Spectral norm on D's layers (Miyato et al. 2018).")
+    r1_gamma: float = Field(0.0, ge=0.0, description="R1 gradient penalty weight on real data; 0 = off.")
+    diffaugment: str = Field("", description="DiffAugment policy, e.g. 'color,translation,cutout'.")
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> "ModelConfig":
+        allowed = {"color", "translation", "cutout"}
+        unknown = [p for p in self.diffaugment.split(",") if p and p not in allowed]
+        if unknown:
+            raise ValueError(f"diffaugment: unknown policy {unknown[0]!r} (use {', '.join(sorted(allowed))})")
+        return self
+
+    @property
+    def conditional(self) -> bool:
+        return self.family in ("cgan", "cvae")
+
+    @property
+    def adversarial(self) -> bool:
+        return self.family in ("gan", "cgan")
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(10, ge=1, description="Total epochs; raise it and re-run to extend a run.")
+    batch_size: int = Field(64, ge=1, description="Global batch; split evenly across workers.")
+    lr: float = Field(1e-3, gt=0.0, description="Learning rate (G's for GANs).")
+    lr_d: float | None = Field(None, gt=0.0, description="D's learning rate for GANs (default: lr).")
+    workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker, bf16 autocast.")
+    seed: int = Field(0, description="Seed of weights, noise and shuffling.")
+    max_failures: int = Field(0, ge=-1, description="Worker-group restarts (Ray FailureConfig); -1 = forever.")
+    checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints (the last epoch always).")
+    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept on storage.")
+    storage_path: str | None = Field(None, description="Checkpoints and Ray results (default: beside the tracking store).")
+    log_every_steps: int = Field(10, ge=1, description="Steps between per-step metric rows and progress lines.")
+    max_nonfinite_steps: int = Field(20, ge=0, description="Skipped non-finite steps tolerated before the run fails.")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (smoke tests).")
+
+    @model_validator(mode="after")
+    def _check_batch(self) -> "TrainConfig":
+        if self.batch_size < self.workers or self.batch_size % self.workers:
+            raise ValueError(
+                f"batch_size: {self.batch_size} must be >= workers ({self.workers}) and divisible by it"
+            )
+        return self
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
+    experiment: str | None = Field(None, description="Experiment name (default: the spec's name).")
+
+
+class Spec(_Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Run name; re-using it resumes.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # Later stages own these sections; `genforge train` ignores them.
+    tune: dict[str, Any] | None = None
+    evaluate: dict[str, Any] | None = None
+    register_: dict[str, Any] | None = Field(None, alias="register")
+    promote: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_cross(self) -> "Spec":
+        if self.data.dataset != "imagefolder" and (self.data.image_size or self.data.channels):
+            raise ValueError("data.image_size/data.channels apply to data.dataset=imagefolder only")
+        return self
+
+    def training_dict(self) -> dict[str, Any]:
+        """The sections training depends on, as plain JSON-able data."""
+        return self.model_dump(mode="json", include={"name", "data", "model", "train", "tracking"})
+
+    def fingerprint(self) -> str:
+        """Hash of everything that may not change when a run resumes."""
+        flat = {k: v for k, v in flatten(self.training_dict()).items() if k not in RESUMABLE_KEYS}
+        return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Apply one `key.path=value` override in place; the value is parsed as YAML (so 3 is an int)."""
+    if "=" not in assignment:
+        raise SpecError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SpecError(f"--set {assignment!r}: empty key segment")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown key '{path}'"
+    if first["type"] == "missing":
+        return f"{source}: missing required key '{path}'"
+    msg = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"{source}: {path}: {msg}{shown}"
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read, override and validate a spec; raises SpecError with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError(f"{path}: invalid YAML{where}") from None
+    if not isinstance(tree, dict):
+        raise SpecError(f"{path}: a spec is a mapping of sections, got {type(tree).__name__}")
+    return spec_from_dict(tree, overrides, source=str(path))
+
+
+def spec_from_dict(tree: dict[str, Any], overrides: list[str] | tuple[str, ...] = (), source: str = "spec") -> Spec:
+    tree = json.loads(json.dumps(tree, default=str))  # deep copy, YAML dates to strings
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    try:
+        return Spec.model_validate(tree)
+    except ValidationError as err:
+        raise SpecError(_format_error(source, err)) from None

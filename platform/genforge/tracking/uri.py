@@ -1,0 +1,48 @@
+"""Tracking URI and storage resolution, done once on the driver.
+
+Ray workers do not share the driver's working directory, so every location is made absolute here:
+a relative `sqlite:///mlflow.db` would otherwise open a fresh, empty store inside each worker.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+MLFLOW_DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, relative to the working directory
+
+
+def resolve_tracking_uri(spec_uri: str | None) -> str:
+    """`tracking.uri`, else MLFLOW_TRACKING_URI, else MLflow's default; local paths made absolute."""
+    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or MLFLOW_DEFAULT_URI
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        return "sqlite:///" + str(Path(path).expanduser().resolve()) if not path.startswith("/") else uri
+    if uri.startswith("file:"):
+        return Path(urlparse(uri).path).resolve().as_uri()
+    if "://" not in uri:  # a bare directory: MLflow's file store
+        return Path(uri).expanduser().resolve().as_uri()
+    return uri
+
+
+def local_store_dir(tracking_uri: str) -> Path | None:
+    """Directory holding a local tracking store (the SQLite file's folder), or None for a server."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri[len("sqlite:///") :]).parent
+    if tracking_uri.startswith("file:"):
+        return Path(urlparse(tracking_uri).path).parent
+    return None
+
+
+def default_storage_path(tracking_uri: str) -> Path:
+    """Checkpoints and Ray results live beside the tracking store (never in ~/ray_results, which every
+    working directory of the user shares); for a tracking server, under the working directory."""
+    base = local_store_dir(tracking_uri) or Path.cwd()
+    return (base / "genforge_runs").resolve()
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Artifacts of a local store go beside it, whatever directory the driver was started from."""
+    base = local_store_dir(tracking_uri)
+    return (base / "mlruns" / experiment).as_uri() if base else None

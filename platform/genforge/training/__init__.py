@@ -1,0 +1,1 @@
+"""Training: the Ray Train driver, the worker loop, the two optimisation patterns, checkpoints."""

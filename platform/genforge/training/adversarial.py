@@ -1,0 +1,110 @@
+"""An adversarial pair of optimizers: the training step of GANs and conditional GANs.
+
+Per step: one D update on real and detached fake images (one forward over both, so DDP sees one
+pass), then one G update through D (under D.no_sync(): D's gradients from the G step are thrown
+away, so they need no all-reduce), then the EMA of G.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from genforge.data import Split
+from genforge.models.diffaugment import diff_augment
+from genforge.models.gan import d_loss, g_loss, r1_penalty
+from genforge.training.steps import StepResult, apply_step, autocast, ema_update
+
+
+class AdversarialTrainer:
+    def __init__(self, modules: dict[str, nn.Module], spec, device: torch.device, wrap: Callable[[nn.Module], nn.Module]):
+        self.spec, self.device, self.m = spec, device, spec.model
+        self.G, self.D, self.G_ema = (modules[k].to(device) for k in ("G", "D", "G_ema"))
+        self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
+        betas = (0.5, 0.999)  # DCGAN's Adam momentum
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=spec.train.lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=spec.train.lr_d or spec.train.lr, betas=betas)
+        self.num_classes = self.G.num_classes
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+
+    def _labels(self, n: int) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=self.device)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        n, policy = x.shape[0], self.m.diffaugment
+        y_real = y if self.num_classes else None
+
+        # D step
+        real = (x * 2.0 - 1.0).requires_grad_(self.m.r1_gamma > 0)
+        y_fake = self._labels(n)
+        with torch.no_grad(), autocast(self.device):
+            fake = self.G(torch.randn(n, self.m.latent_dim, device=self.device), y_fake)
+        labels = None if y_real is None else torch.cat([y_real, y_fake])
+        with autocast(self.device):
+            logits = self.D_ddp(diff_augment(torch.cat([real, fake.float()]), policy), labels).float()
+        real_logits, fake_logits = logits[:n], logits[n:]
+        adv_d = d_loss(real_logits, fake_logits, self.m.gan_loss)
+        r1 = r1_penalty(real_logits, real) if self.m.r1_gamma > 0 else torch.zeros((), device=self.device)
+        ok_d, gn_d = apply_step(adv_d + 0.5 * self.m.r1_gamma * r1, self.opt_D, self.D.parameters())
+
+        # G step
+        y_fake = self._labels(n)
+        no_sync = self.D_ddp.no_sync() if hasattr(self.D_ddp, "no_sync") else contextlib.nullcontext()
+        with no_sync:
+            with autocast(self.device):
+                fake = self.G_ddp(torch.randn(n, self.m.latent_dim, device=self.device), y_fake)
+                fake_logits_g = self.D_ddp(diff_augment(fake, policy), y_fake).float()
+            adv_g = g_loss(fake_logits_g, self.m.gan_loss)
+            ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters())
+        ema_update(self.G_ema, self.G, self.m.ema_decay)
+
+        return StepResult(
+            ok=ok_d and ok_g,
+            metrics={
+                "d_loss": adv_d.detach(),
+                "g_loss": adv_g.detach(),
+                "r1": r1.detach(),
+                "d_real": torch.sigmoid(real_logits.detach()).mean(),
+                "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
+                "d_fake_acc": (fake_logits.detach() < 0).float().mean(),
+                "grad_norm_d": gn_d,
+                "grad_norm_g": gn_g,
+            },
+        )
+
+    @torch.no_grad()
+    def evaluate(self, split: Split, prefix: str, batch_size: int = 500) -> dict[str, float]:
+        """Mean D(x) on held-out reals: its gap to the training D(x) shows D overfitting (Karras et al. 2020)."""
+        if len(split) == 0:
+            return {}
+        self.D.eval()
+        idx = torch.arange(min(len(split), 2000))
+        probs = []
+        for chunk in idx.split(batch_size):
+            x, y = split.batch(chunk)
+            x, y = x.to(self.device) * 2.0 - 1.0, y.to(self.device)
+            probs.append(torch.sigmoid(self.D(x, y if self.num_classes else None)).float())
+        self.D.train()
+        return {f"{prefix}_d_real": float(torch.cat(probs).mean())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_G": self.opt_G.state_dict(),
+            "opt_D": self.opt_D.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("G", "D", "G_ema"):
+            getattr(self, key).load_state_dict(state[key])
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])

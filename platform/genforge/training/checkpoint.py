@@ -1,0 +1,93 @@
+"""Training checkpoints: complete, verified, and loaded without unpickling.
+
+A checkpoint directory holds `state.pt` (state_dicts of models, optimizers, EMA and every rank's RNG
+state: tensors and plain containers only, loaded with `weights_only=True`) and `meta.json` (step,
+epoch, the MLflow run id, the resolved spec and the sha256 of `state.pt`). `meta.json` is written
+last, so a directory without a matching meta is incomplete and never resumed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE_FILE, META_FILE = "state.pt", "meta.json"
+PREFIX = "checkpoint_step_"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def dir_name(step: int) -> str:
+    """Step-numbered, so names sort in training order and are never reused."""
+    return f"{PREFIX}{step:09d}"
+
+
+def write(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, directory / STATE_FILE)
+    meta = {**meta, "format_version": FORMAT_VERSION, "state_sha256": sha256_file(directory / STATE_FILE)}
+    tmp = directory / (META_FILE + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, directory / META_FILE)
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory) / META_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: no {META_FILE} (incomplete checkpoint)")
+    return json.loads(path.read_text())
+
+
+def verify(directory: str | Path) -> dict[str, Any]:
+    """Return the meta of a complete checkpoint whose state hash matches; raise otherwise."""
+    meta = read_meta(directory)
+    state = Path(directory) / STATE_FILE
+    if not state.is_file() or sha256_file(state) != meta.get("state_sha256"):
+        raise CheckpointError(f"{directory}: {STATE_FILE} is missing or does not match its sha256")
+    return meta
+
+
+def load(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    meta = verify(directory)
+    state = torch.load(Path(directory) / STATE_FILE, map_location=map_location, weights_only=True)
+    return state, meta
+
+
+@dataclass
+class Found:
+    path: Path
+    meta: dict[str, Any]
+
+
+def latest(run_dir: str | Path) -> Found | None:
+    """The newest verified checkpoint under a Ray run directory; corrupt ones are skipped with a warning."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    for path in sorted(run_dir.glob(PREFIX + "*"), reverse=True):
+        try:
+            return Found(path, verify(path))
+        except CheckpointError as exc:
+            warnings.warn(f"skipping checkpoint: {exc}", stacklevel=2)
+    return None

@@ -1,0 +1,349 @@
+"""`genforge train` on the driver: validate, resolve, resume or create the MLflow run, fit, finalize.
+
+Order matters for the user contract: everything that can be wrong with the input (spec, data, model
+shapes, batch size against the data, GPUs) is checked before Ray starts or MLflow is written to, so a
+bad input leaves no run behind. The MLflow run id and an absolute tracking URI are handed to the
+workers; the run directory of each spec name records which MLflow run it belongs to, so re-running
+the same command continues the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from genforge.config import RESUMABLE_KEYS, Spec, flatten
+from genforge.data import ImageSplits, load_dataset
+from genforge.errors import RunError, SpecError
+from genforge.models import build_models, get_family
+from genforge.training import checkpoint
+from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
+
+RUN_RECORD = "genforge_run.json"  # in the Ray run directory: which MLflow run this name belongs to
+
+
+@dataclass
+class Plan:
+    """Everything resolved on the driver before anything is started."""
+
+    spec: Spec
+    tracking_uri: str
+    experiment: str
+    storage_path: Path
+    run_dir: Path
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    resume_run_id: str | None = None
+    resume_checkpoint: checkpoint.Found | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    status: str
+    metrics: dict[str, float]
+    checkpoint: str | None
+    epochs: int
+    resumed: bool
+    model_uri: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def preflight(spec: Spec) -> tuple[ImageSplits, tuple[int, int, int], int]:
+    """Load the data and run one forward pass on the driver: fail here, not in N workers."""
+    data = load_dataset(spec.data)
+    t = spec.train
+    per_worker = len(data.train) // t.workers
+    if per_worker < t.batch_size // t.workers:
+        raise SpecError(
+            f"train.batch_size: {t.batch_size} is larger than the training split allows "
+            f"({len(data.train)} images over {t.workers} workers)"
+        )
+    family = get_family(spec.model.family)
+    try:
+        modules = build_models(spec.model, data.image_shape, data.num_classes)
+        x, y = data.train.batch(torch.arange(2))
+        with torch.no_grad():
+            if family.pattern == "likelihood":
+                modules["vae"](x, y if family.conditional else None)
+            else:
+                fake = modules["G"](torch.randn(2, spec.model.latent_dim), y if family.conditional else None)
+                modules["D"](fake, y if family.conditional else None)
+    except (ValueError, RuntimeError) as exc:
+        raise SpecError(f"model: {spec.model.family} cannot be built for {spec.data.dataset} {data.image_shape}: {exc}") from None
+    if t.use_gpu and not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available():
+        raise SpecError("train.use_gpu: true, but no GPU is visible here (torch.cuda.is_available() is False)")
+    return data, data.image_shape, data.num_classes
+
+
+def plan(spec: Spec) -> Plan:
+    _, shape, num_classes = preflight(spec)
+    uri = resolve_tracking_uri(spec.tracking.uri)
+    storage = Path(spec.train.storage_path).expanduser().resolve() if spec.train.storage_path else default_storage_path(uri)
+    p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes)
+    record_path = p.run_dir / RUN_RECORD
+    if record_path.is_file():
+        _plan_resume(p, json.loads(record_path.read_text()))
+    return p
+
+
+def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
+    from mlflow import MlflowClient
+
+    from genforge.tracking.runs import run_exists
+
+    run_id = record["mlflow_run_id"]
+    if record.get("tracking_uri") != p.tracking_uri or not run_exists(MlflowClient(p.tracking_uri), run_id):
+        aside = p.run_dir.with_name(f"{p.run_dir.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        warnings.warn(
+            f"checkpoints in {p.run_dir} belong to MLflow run {run_id}, which is not in {p.tracking_uri}; "
+            f"ignoring them (moved to {aside}) and starting a new run",
+            stacklevel=2,
+        )
+        p.run_dir.rename(aside)
+        return
+    old, new = flatten(record["spec"]), flatten(p.spec.training_dict())
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    if changed:
+        diff = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:4])
+        raise SpecError(
+            f"name '{p.spec.name}': changed {diff} since run {run_id}; only {', '.join(RESUMABLE_KEYS)} may "
+            f"change on resume. To start a new run, use a new name (--set name={p.spec.name}-2) or delete {p.run_dir}"
+        )
+    found = checkpoint.latest(p.run_dir)
+    if found is not None and found.meta["mlflow_run_id"] != run_id:
+        raise RunError(f"{found.path} belongs to MLflow run {found.meta['mlflow_run_id']}, but {p.run_dir} to {run_id}")
+    done = found.meta["position"]["epoch"] if found else 0
+    if done > p.spec.train.epochs:
+        raise SpecError(
+            f"train.epochs: {p.spec.train.epochs} is below the {done} epochs run {run_id} has trained; "
+            f"raise it, or use a new name to start over"
+        )
+    p.resume_run_id, p.resume_checkpoint = run_id, found
+
+
+def _ensure_ray(spec: Spec) -> None:
+    import ray
+
+    # Ray Train V2 patches print() in workers to also go through its logger: every progress line
+    # would show twice. Workers inherit this (and the runtime_env passes it to cluster workers).
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if not ray.is_initialized():
+        # RAY_ADDRESS (a cluster, or inside `ray job submit`) is honoured by ray.init itself. The
+        # dashboard stays on: Train's placement-group cleaner queries actor state through it.
+        ray.init(
+            logging_level="warning",
+            runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"]}},
+        )
+    if spec.train.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.train.workers:
+        raise SpecError(
+            f"train.use_gpu: {spec.train.workers} workers need {spec.train.workers} GPUs; "
+            f"the Ray cluster has {ray.cluster_resources().get('GPU', 0):g}"
+        )
+
+
+def _make_stop_flag():
+    import ray
+
+    @ray.remote(num_cpus=0)
+    class StopFlag:
+        """Set by the driver on Ctrl-C; rank 0 polls it and the ranks agree on it at the next tick."""
+
+        def __init__(self) -> None:
+            self.requested = False
+
+        def request(self) -> None:
+            self.requested = True
+
+        def get(self) -> bool:
+            return self.requested
+
+    return StopFlag.remote()
+
+
+def _fit(p: Plan, run_id: str, echo: Callable[[str], None]) -> tuple[Any, bool]:
+    """Run the TorchTrainer in a thread so the main thread owns Ctrl-C: the first one asks the workers
+    to checkpoint and stop at the next tick; a second one aborts at once."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from genforge.training.worker import train_loop_per_worker
+
+    t = p.spec.train
+    stop_flag = _make_stop_flag()
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "spec": p.spec.model_dump(mode="json", by_alias=True),
+            "run_id": run_id,
+            "tracking_uri": p.tracking_uri,
+            "stop_flag": stop_flag,
+        },
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
+        run_config=RunConfig(
+            name=p.spec.name,
+            storage_path=str(p.storage_path),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+            box["error"] = exc
+
+    interrupted = threading.Event()
+
+    def on_sigint(signum, frame) -> None:
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        interrupted.set()
+        echo("\n[genforge] Ctrl-C: checkpointing at the next step and stopping (Ctrl-C again to abort now)")
+        stop_flag.request.remote()
+
+    thread = threading.Thread(target=target, name="genforge-fit", daemon=True)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    if "error" in box:
+        raise RunError(f"training failed: {_root_cause(box['error'])}") from box["error"]
+    return box.get("result"), interrupted.is_set()
+
+
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else ''}"
+
+
+def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
+    """Log the platform artifact, the MLflow sampler and the loss curves from the final checkpoint."""
+    import tempfile
+
+    import mlflow
+
+    from genforge import artifacts
+    from genforge.images import loss_curves
+    from genforge.tracking.model_logging import log_mlflow_sampler, log_platform_model
+    from genforge.tracking.runs import metric_history
+
+    state, meta = checkpoint.load(found.path)
+    modules = build_models(p.spec.model, p.image_shape, p.num_classes)
+    for name, module in modules.items():
+        module.load_state_dict(state["trainer"][name])
+        module.eval()
+    facts = artifacts.sampler_facts(p.spec, p.image_shape, p.num_classes)
+    log_platform_model(client, run_id, p.spec, modules, facts)
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = loss_curves(metric_history(client, run_id), Path(tmp) / "loss_curves.png", title=p.spec.name)
+        client.log_artifact(run_id, str(curves))
+    mlflow.set_tracking_uri(p.tracking_uri)
+    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+        model_uri = log_mlflow_sampler(get_family(p.spec.model.family).sampler(modules), facts)
+    client.set_tag(run_id, "genforge.finalized_epochs", str(meta["position"]["epoch"]))
+    client.set_tag(run_id, "genforge.checkpoint", str(found.path))
+    client.set_terminated(run_id, "FINISHED")
+    return model_uri
+
+
+def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found | None, resumed: bool, model_uri=None) -> TrainResult:
+    run = client.get_run(run_id)
+    return TrainResult(
+        run_id=run_id,
+        experiment=p.experiment,
+        tracking_uri=p.tracking_uri,
+        status=status,
+        metrics=dict(sorted(run.data.metrics.items())),
+        checkpoint=str(found.path) if found else None,
+        epochs=found.meta["position"]["epoch"] if found else 0,
+        resumed=resumed,
+        model_uri=model_uri or run.data.tags.get("genforge.model_uri"),
+    )
+
+
+def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
+    """Train (or continue) the run named `spec.name`. Raises SpecError for bad input, RunError on failure,
+    KeyboardInterrupt when stopped; the MLflow run is marked accordingly in each case."""
+    p = plan(spec)
+    _ensure_ray(spec)
+    from mlflow import MlflowClient
+
+    from genforge.tracking.runs import create_run, end_run, experiment_id, reopen_run
+
+    client = MlflowClient(p.tracking_uri)
+    found = p.resume_checkpoint
+    resumed = p.resume_run_id is not None
+    if resumed:
+        run_id = p.resume_run_id
+        tags = client.get_run(run_id).data.tags
+        done = found.meta["position"] if found else None
+        if done and done["epoch"] >= spec.train.epochs and done["batch"] == 0 and tags.get("genforge.finalized_epochs") == str(done["epoch"]):
+            echo(f"[genforge] run {run_id} already trained {done['epoch']} epochs; nothing to do (raise train.epochs to continue)")
+            return _result(client, p, run_id, "FINISHED", found, True)
+        reopen_run(client, run_id, spec)
+        echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
+    else:
+        exp_id = experiment_id(client, p.experiment, p.tracking_uri)
+        run_id = create_run(client, exp_id, spec, {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes})
+        p.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(), "created": time.time()}
+        (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
+        echo(f"[genforge] MLflow run {run_id} in experiment '{p.experiment}' ({p.tracking_uri})")
+
+    try:
+        already_done = found is not None and found.meta["position"]["epoch"] >= spec.train.epochs and found.meta["position"]["batch"] == 0
+        interrupted = False
+        if not already_done:
+            echo(f"[genforge] training {spec.model.family} on {spec.data.dataset} with {spec.train.workers} worker(s), "
+                 f"{'GPU' if spec.train.use_gpu else 'CPU'}; checkpoints in {p.run_dir}")
+            _, interrupted = _fit(p, run_id, echo)
+        found = checkpoint.latest(p.run_dir)
+        complete = found is not None and found.meta["position"]["epoch"] >= spec.train.epochs and found.meta["position"]["batch"] == 0
+        if interrupted and not complete:
+            end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")
+            where = found.path if found else "no checkpoint yet"
+            echo(f"[genforge] stopped; checkpoint: {where}. Re-run the same command to continue.")
+            raise KeyboardInterrupt
+        if not complete:
+            raise RunError(f"training ended without a final checkpoint in {p.run_dir}")
+        echo("[genforge] logging the model to MLflow")
+        model_uri = _finalize(p, client, run_id, found)
+        client.set_tag(run_id, "genforge.model_uri", model_uri)
+    except KeyboardInterrupt:
+        if client.get_run(run_id).info.status == "RUNNING":
+            end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")
+        raise
+    except SpecError:
+        end_run(client, run_id, "FAILED", "bad input")
+        raise
+    except Exception as exc:
+        end_run(client, run_id, "FAILED", str(exc))
+        if isinstance(exc, RunError):
+            raise
+        raise RunError(f"{type(exc).__name__}: {exc}") from exc
+    return _result(client, p, run_id, "FINISHED", found, resumed, model_uri)

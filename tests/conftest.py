@@ -1,0 +1,76 @@
+"""Shared fixtures: one Ray instance per test session, one MLflow store, trained runs cached by family."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+FAMILIES = ("gan", "vae", "cgan", "cvae")
+
+
+def tiny_spec(name: str, family: str = "vae", **train: Any) -> dict[str, Any]:
+    """A spec small enough to train in seconds on sklearn's 8x8 digits."""
+    return {
+        "name": name,
+        "data": {"dataset": "digits"},
+        "model": {"family": family, "latent_dim": 8, "width": 8},
+        "train": {"epochs": 2, "batch_size": 32, "workers": 1, "max_steps_per_epoch": 6, "log_every_steps": 2, **train},
+    }
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test that trains (ray.init costs seconds)."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    ray.init(num_cpus=2, logging_level="warning", runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    """Directory of the session's MLflow SQLite store (checkpoints go beside it)."""
+    return tmp_path_factory.mktemp("store")
+
+
+@pytest.fixture(scope="session")
+def tracking_uri(store: Path) -> str:
+    return f"sqlite:///{store / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def train_spec(ray_session, tracking_uri) -> Callable[..., Any]:
+    """Train a spec dict in-process on the session's Ray; returns genforge's TrainResult."""
+    from genforge.config import spec_from_dict
+    from genforge.training.driver import train
+
+    def run(spec: dict[str, Any], overrides: tuple[str, ...] = ()) -> Any:
+        spec = {**spec, "tracking": {"uri": tracking_uri}}
+        return train(spec_from_dict(spec, overrides), echo=lambda msg: None)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def family_runs(train_spec) -> Callable[[str], Any]:
+    """Each family trained once, with 2 workers (DDP under test), shared by every test that inspects it."""
+    cache: dict[str, Any] = {}
+
+    def get(family: str) -> Any:
+        if family not in cache:
+            cache[family] = train_spec(tiny_spec(f"family-{family}", family, workers=2))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def client(tracking_uri):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri)
