@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import pytest
 import torch
@@ -99,3 +101,29 @@ def test_conditional_models_honour_the_label(family, family_runs):
     assert float(dist[~torch.eye(10, dtype=torch.bool)].min()) > 1e-4
     with pytest.raises(ValueError):
         model.sampler(z[:2])
+
+
+def test_cli_json_last_line_and_dry_run(ray_session, tracking_uri, tmp_path, capsys):
+    """The CLI path end to end on the session's Ray: --dry-run starts nothing, --json ends with the result."""
+    import json
+
+    import yaml
+
+    from conftest import tiny_spec
+    from genforge.cli import main
+
+    spec = tiny_spec("cli-json", epochs=1)
+    spec["tracking"] = {"uri": tracking_uri}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+
+    main(["train", str(path), "--dry-run", "--json"])
+    plan = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert plan["resume_run_id"] is None and plan["image_shape"] == [1, 8, 8]
+    assert not (Path(tracking_uri[len("sqlite:///"):]).parent / "genforge_runs" / "cli-json").exists()
+
+    main(["train", str(path), "--json"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"run_id", "experiment", "tracking_uri", "metrics", "checkpoint"} <= set(result)
+    assert result["experiment"] == "cli-json" and result["tracking_uri"] == tracking_uri
+    assert "test_neg_elbo" in result["metrics"] and Path(result["checkpoint"]).is_dir()
