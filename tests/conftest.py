@@ -21,6 +21,14 @@ def tiny_spec(name: str, family: str = "vae", **train: Any) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Extractors and reference statistics go to a per-session cache (workers inherit the variable)."""
+    path = tmp_path_factory.mktemp("genforge-cache")
+    os.environ["GENFORGE_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for every test that trains (ray.init costs seconds)."""

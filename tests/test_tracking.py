@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from genforge.tracking.uri import MLFLOW_DEFAULT_URI, default_storage_path, resolve_tracking_uri
 
 
 def test_default_uri_is_mlflows_own_default_made_absolute(tmp_path, monkeypatch):
-    import mlflow
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = resolve_tracking_uri(None)
     assert uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
-    assert MLFLOW_DEFAULT_URI.endswith("mlflow.db")
-    assert mlflow.get_tracking_uri() in (uri, MLFLOW_DEFAULT_URI)
+    # MLflow's own default, asked in a fresh process (other tests set the global URI in this one).
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    code = "import mlflow; print(mlflow.get_tracking_uri())"
+    mlflows = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env).stdout
+    assert mlflows.strip() in (uri, MLFLOW_DEFAULT_URI)
 
 
 def test_env_and_spec_precedence(tmp_path, monkeypatch):

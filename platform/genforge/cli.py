@@ -74,7 +74,81 @@ def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bo
         click.echo(f"  {key:>20} {result.metrics[key]:.4f}")
     click.echo(f"  checkpoint: {result.checkpoint}")
     click.echo(f"  model:      {result.model_uri}")
-    click.echo(f"Look at it: mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)")
+    click.echo(f"Look at it:  mlflow ui --backend-store-uri {result.tracking_uri}  (then open http://127.0.0.1:5000)")
+    click.echo(f"Evaluate it: genforge evaluate --run {result.run_id}")
+
+
+@cli.command()
+@click.option("--run", "run_id", metavar="RUN_ID", help="The MLflow run to evaluate.")
+@click.option("--model", "model_uri", metavar="MODEL_URI", help="Or a model URI (runs:/..., models:/NAME@ALIAS).")
+@click.option("--samples", type=click.IntRange(min=10), help="Generated samples per draw (evaluate.samples).")
+@click.option("--extractor", type=click.Choice(["domain", "inception"]), help="Feature extractor (evaluate.extractor).")
+@click.option("--seed", type=int, help="Seed of the first draw (evaluate.seed).")
+@click.option("--seeds", type=click.IntRange(min=1), help="Independent draws for FID/KID mean +- std (evaluate.seeds).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override evaluate.* keys of the run's spec.")
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics and protocol as one JSON object on the last stdout line.")
+def evaluate(run_id, model_uri, samples, extractor, seed, seeds, overrides, tracking_uri, as_json) -> None:
+    """Evaluate a trained model: FID, KID, precision/recall, density/coverage, IS analogue, diversity;
+    reconstruction and NLL for VAEs; per-class accuracy and FID for conditional models."""
+    import json
+
+    if bool(run_id) == bool(model_uri):
+        raise click.UsageError("give exactly one of --run RUN_ID or --model MODEL_URI")
+    cli_sets = [f"evaluate.{k}={v}" for k, v in
+                (("samples", samples), ("extractor", extractor), ("seed", seed), ("seeds", seeds)) if v is not None]
+    bad = [o for o in overrides if not o.startswith("evaluate.")]
+    if bad:
+        raise click.UsageError(f"--set {bad[0]}: evaluate takes evaluate.* keys only")
+    from genforge.evaluate.stage import evaluate_run
+    from genforge.tracking.uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    result = evaluate_run(uri, run_id, model_uri, [*overrides, *cli_sets], echo=lambda m: click.echo(m, err=as_json))
+    if as_json:
+        click.echo(json.dumps({k: result[k] for k in ("run_id", "metrics", "protocol", "extractor", "per_class", "report")}))
+        return
+    p = result["protocol"]
+    click.echo(f"\nrun {result['run_id']}  protocol {p['name']} ({p['hash']}): {p['samples']} samples x "
+               f"{len(p['seeds'])} draws vs {p['reference_n']} real ({p['dataset']}/{p['split']}), "
+               f"{p['extractor']} features {p['extractor_hash']}")
+    m = result["metrics"]
+    click.echo(f"  {'fid':>22} {m['fid']:.4f} +- {m['fid_std']:.4f}")
+    click.echo(f"  {'kid':>22} {m['kid']:.5f} +- {m['kid_std']:.5f}")
+    for key in sorted(k for k in m if k not in ("fid", "fid_std", "kid", "kid_std")):
+        click.echo(f"  {key:>22} {m[key]:.4f}")
+    for c, values in sorted(result["per_class"].items(), key=lambda kv: int(kv[0])):
+        click.echo(f"  class {c:>2}: " + "  ".join(f"{k} {v:.3f}" for k, v in sorted(values.items())))
+    click.echo(f"  report: {result['report']}")
+
+
+@cli.group()
+def extractor() -> None:
+    """Feature extractors used by evaluation."""
+
+
+@extractor.command("train")
+@click.option("--dataset", required=True, help="Dataset registry name.")
+@click.option("--root", help="data.root for datasets read from disk.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db).")
+@click.option("--json", "as_json", is_flag=True, help="Print the extractor's facts as JSON on the last stdout line.")
+def extractor_train(dataset: str, root: str | None, epochs: int, tracking_uri: str | None, as_json: bool) -> None:
+    """Train (or find cached) the domain classifier of DATASET and log it to MLflow."""
+    import json
+
+    from genforge.config import spec_from_dict
+    from genforge.data import load_dataset
+    from genforge.evaluate.extractors import domain_extractor
+    from genforge.tracking.extractor_logging import log_extractor
+    from genforge.tracking.uri import resolve_tracking_uri
+
+    spec = spec_from_dict({"name": "extractor", "data": {"dataset": dataset, "root": root}}, source="--dataset")
+    data = load_dataset(spec.data)
+    _, meta, path = domain_extractor(data, epochs, echo=lambda m: click.echo(m, err=as_json))
+    run_id = log_extractor(resolve_tracking_uri(tracking_uri), meta, path)
+    facts = {**meta, "path": str(path), "mlflow_run_id": run_id}
+    click.echo(json.dumps(facts) if as_json else "\n".join(f"{k:>20}: {v}" for k, v in facts.items()))
 
 
 @cli.command()
@@ -101,6 +175,12 @@ def _error(message: str, code: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import os
+
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for messages
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
     try:
         cli.main(args=argv, prog_name="genforge", standalone_mode=False)
     except click.exceptions.Abort:

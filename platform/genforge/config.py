@@ -2,7 +2,7 @@
 
 Every section rejects unknown keys and every error names the key path, so a typo such as
 `model.latnt_dim` fails before Ray or MLflow are touched. Sections that belong to later stages
-(tune, evaluate, register, promote) are accepted as plain mappings here and validated by those stages.
+(tune, register, promote) are accepted as plain mappings here and validated by those stages.
 """
 
 from __future__ import annotations
@@ -98,6 +98,22 @@ class TrackingConfig(_Section):
     experiment: str | None = Field(None, description="Experiment name (default: the spec's name).")
 
 
+class EvaluateConfig(_Section):
+    extractor: Literal["domain", "inception"] = Field("domain", description="Feature extractor for FID/KID/PR/DC.")
+    samples: int = Field(10000, ge=10, description="Generated samples per draw.")
+    seeds: int = Field(3, ge=1, description="Independent sample draws; FID and KID are mean +- std over them.")
+    seed: int = Field(0, description="Seed of the first draw (draw i uses seed + i).")
+    reference_split: Literal["train", "val", "test"] = Field("train", description="Real images the fakes are compared with.")
+    kid_subsets: int = Field(100, ge=1, description="KID subsets.")
+    kid_subset_size: int = Field(1000, ge=2, description="KID subset size (capped by the sample counts).")
+    iw_samples: int = Field(64, ge=1, description="k of the importance-weighted NLL bound (VAEs).")
+    every_epochs: int | None = Field(None, ge=1, description="In-loop domain FID every N epochs (None = off).")
+    inloop_samples: int = Field(2000, ge=10, description="Samples for the in-loop FID.")
+    extractor_epochs: int = Field(10, ge=1, description="Training epochs of the domain classifier.")
+    inception_weights: str | None = Field(None, description="Local FID Inception weights (or GENFORGE_INCEPTION_WEIGHTS).")
+    inception_sha256: str | None = Field(None, description="Override the published sha256 of the Inception weights.")
+
+
 class Spec(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Run name; re-using it resumes.")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -106,9 +122,17 @@ class Spec(_Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     # Later stages own these sections; `genforge train` ignores them.
     tune: dict[str, Any] | None = None
-    evaluate: dict[str, Any] | None = None
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     register_: dict[str, Any] | None = Field(None, alias="register")
     promote: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, tree: Any) -> Any:
+        """`evaluate:` with nothing under it (YAML null) means the defaults."""
+        if isinstance(tree, dict):
+            return {k: ({} if v is None and k in ("data", "model", "train", "tracking", "evaluate") else v) for k, v in tree.items()}
+        return tree
 
     @model_validator(mode="after")
     def _check_cross(self) -> "Spec":

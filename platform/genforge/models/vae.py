@@ -95,6 +95,23 @@ class VAE(nn.Module):
         )
 
 
+@torch.no_grad()
+def log_importance_weights(vae: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> torch.Tensor:
+    """(B, k) log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for z_i ~ q(z|x) (Burda et al. 2016)."""
+    mu, logvar = vae.encode(x, y)
+    std = (0.5 * logvar).exp()
+    eps = torch.randn(k, *mu.shape, device=mu.device)
+    z = mu + eps * std  # (k, B, d)
+    log_norm = -0.5 * math.log(2 * math.pi)
+    log_q = (log_norm - 0.5 * logvar - 0.5 * eps.pow(2)).sum(-1)
+    log_p_z = (log_norm - 0.5 * z.pow(2)).sum(-1)
+    flat_z = z.reshape(k * x.shape[0], -1)
+    rep = lambda t: None if t is None else t.repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731
+    logits = vae.decode_logits(flat_z, rep(y))
+    log_px = vae.log_likelihood(rep(x), logits).view(k, x.shape[0])
+    return (log_px + log_p_z - log_q).T
+
+
 class VAESampler(nn.Module):
     """z (and y) -> images in [0, 1]: the decoder alone, for export and generation."""
 

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +44,7 @@ class Plan:
     num_classes: int
     resume_run_id: str | None = None
     resume_checkpoint: checkpoint.Found | None = None
-    notes: list[str] = field(default_factory=list)
+    inloop: dict[str, Any] | None = None  # paths of the in-loop FID's extractor and reference
 
 
 @dataclass
@@ -90,14 +90,18 @@ def preflight(spec: Spec) -> tuple[ImageSplits, tuple[int, int, int], int]:
     return data, data.image_shape, data.num_classes
 
 
-def plan(spec: Spec) -> Plan:
-    _, shape, num_classes = preflight(spec)
+def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool = False) -> Plan:
+    data, shape, num_classes = preflight(spec)
     uri = resolve_tracking_uri(spec.tracking.uri)
     storage = Path(spec.train.storage_path).expanduser().resolve() if spec.train.storage_path else default_storage_path(uri)
     p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes)
     record_path = p.run_dir / RUN_RECORD
     if record_path.is_file():
         _plan_resume(p, json.loads(record_path.read_text()))
+    if prepare_inloop:
+        from genforge.evaluate.inloop import prepare
+
+        p.inloop = prepare(spec, data, echo)
     return p
 
 
@@ -192,6 +196,7 @@ def _fit(p: Plan, run_id: str, echo: Callable[[str], None]) -> tuple[Any, bool]:
             "run_id": run_id,
             "tracking_uri": p.tracking_uri,
             "stop_flag": stop_flag,
+            "inloop": p.inloop,
         },
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
         run_config=RunConfig(
@@ -262,9 +267,13 @@ def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         curves = loss_curves(metric_history(client, run_id), Path(tmp) / "loss_curves.png", title=p.spec.name)
         client.log_artifact(run_id, str(curves))
-    mlflow.set_tracking_uri(p.tracking_uri)
-    with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        model_uri = log_mlflow_sampler(get_family(p.spec.model.family).sampler(modules), facts)
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(p.tracking_uri)  # the fluent API is global: restore it for library users
+    try:
+        with mlflow.start_run(run_id=run_id, log_system_metrics=False):
+            model_uri = log_mlflow_sampler(get_family(p.spec.model.family).sampler(modules), facts)
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
     client.set_tag(run_id, "genforge.finalized_epochs", str(meta["position"]["epoch"]))
     client.set_tag(run_id, "genforge.checkpoint", str(found.path))
     client.set_terminated(run_id, "FINISHED")
@@ -289,7 +298,7 @@ def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found |
 def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
     """Train (or continue) the run named `spec.name`. Raises SpecError for bad input, RunError on failure,
     KeyboardInterrupt when stopped; the MLflow run is marked accordingly in each case."""
-    p = plan(spec)
+    p = plan(spec, echo, prepare_inloop=True)
     _ensure_ray(spec)
     from mlflow import MlflowClient
 

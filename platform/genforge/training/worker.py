@@ -148,12 +148,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
         logger = RunLogger(config["tracking_uri"], config["run_id"])
     stop_flag = config.get("stop_flag")
+    inloop = None
+    if rank == 0 and config.get("inloop"):
+        from genforge.evaluate.inloop import InLoopFID
+
+        inloop = InLoopFID(config["inloop"], spec, data.num_classes, family.conditional, device)
 
     local_bs = t.batch_size // world
-    sampler = torch.utils.data.DistributedSampler(
+    shard = torch.utils.data.DistributedSampler(
         range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=t.seed, drop_last=True
     )
-    steps_per_epoch = len(sampler) // local_bs
+    steps_per_epoch = len(shard) // local_bs
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
 
@@ -191,8 +196,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_metrics: dict[str, float] = {}
     epoch_t0 = time.perf_counter()
     while pos.epoch < t.epochs and not stop:
-        sampler.set_epoch(pos.epoch)
-        order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        shard.set_epoch(pos.epoch)
+        order = torch.tensor(list(iter(shard)), dtype=torch.long)
         if pos.batch == 0:
             epoch_t0 = time.perf_counter()
         while pos.batch < steps_per_epoch:
@@ -229,6 +234,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             epoch_metrics.update(trainer.evaluate(data.val, "val"))
             if pos.epoch == t.epochs:
                 epoch_metrics.update(trainer.evaluate(data.test, "test"))
+            if inloop is not None and (pos.epoch % spec.evaluate.every_epochs == 0 or pos.epoch == t.epochs):
+                epoch_metrics["inloop_fid"] = inloop(family.sampler(trainer.modules()).eval())
+                for name, module in trainer.modules().items():
+                    if name != "G_ema":
+                        module.train()
             logger.log_metrics(epoch_metrics, step=pos.step)
             _log_grids(logger, trainer, family, data, device, spec, pos.epoch)
             shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")

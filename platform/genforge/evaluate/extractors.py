@@ -1,0 +1,82 @@
+"""Getting a feature extractor for a dataset: the domain classifier (trained once per dataset and
+seed, then cached) or the FID Inception network from a verified local file."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from evaluation.extractors import DomainClassifier, DomainExtractor, InceptionExtractor, train_domain_classifier
+from evaluation.extractors.inception import InceptionWeightsError
+from genforge.data import ImageSplits
+from genforge.errors import SpecError
+from genforge.evaluate.cache import cache_dir, publish_dir, staging_dir
+
+DOMAIN_SEED = 0  # fixed: the extractor is part of the protocol, not of the model under test
+
+
+def domain_dir(data: ImageSplits, epochs: int) -> Path:
+    return cache_dir() / "extractors" / f"domain-{data.name}-{data.fingerprint()}-e{epochs}-s{DOMAIN_SEED}"
+
+
+def load_domain(directory: Path, device: str | torch.device = "cpu") -> tuple[DomainExtractor, dict]:
+    meta = json.loads((directory / "meta.json").read_text())
+    model = DomainClassifier(tuple(meta["image_shape"]), meta["num_classes"])
+    model.load_state_dict(load_file(directory / "weights.safetensors"))
+    extractor = DomainExtractor(model, device)
+    if extractor.content_hash != meta["content_hash"]:
+        raise RuntimeError(f"{directory}: weights do not match their recorded hash; delete the directory to retrain")
+    return extractor, meta
+
+
+def domain_extractor(data: ImageSplits, epochs: int, echo: Callable[[str], None] = print) -> tuple[DomainExtractor, dict, Path]:
+    """The cached domain classifier of this dataset, trained (on the train split, fixed seed) on first use."""
+    final = domain_dir(data, epochs)
+    if not (final / "meta.json").is_file():
+        echo(f"[genforge] training the domain feature extractor for {data.name} ({epochs} epochs, cached in {final})")
+        t0 = time.perf_counter()
+        tx, ty = data.train.batch(torch.arange(len(data.train)))
+        vx, vy = data.test.batch(torch.arange(len(data.test)))
+        model, accuracy = train_domain_classifier(tx, ty, vx, vy, data.num_classes, epochs=epochs, seed=DOMAIN_SEED)
+        tmp = staging_dir(final)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "weights.safetensors")
+        meta = {
+            "dataset": data.name,
+            "dataset_fingerprint": data.fingerprint(),
+            "image_shape": list(data.image_shape),
+            "num_classes": data.num_classes,
+            "epochs": epochs,
+            "seed": DOMAIN_SEED,
+            "test_accuracy": accuracy,
+            "content_hash": DomainExtractor(model).content_hash,
+            "train_seconds": time.perf_counter() - t0,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        publish_dir(tmp, final)
+        echo(f"[genforge] domain extractor: test accuracy {accuracy:.4f} in {meta['train_seconds']:.1f} s")
+    extractor, meta = load_domain(final)
+    return extractor, meta, final
+
+
+def inception_extractor(weights: str | None, sha256: str | None, device: str | torch.device = "cpu") -> InceptionExtractor:
+    path = weights or os.environ.get("GENFORGE_INCEPTION_WEIGHTS")
+    try:
+        return InceptionExtractor(path, sha256=sha256, device=device)
+    except InceptionWeightsError as exc:
+        raise SpecError(f"evaluate.inception_weights: {exc}") from None
+
+
+def get_extractor(cfg, data: ImageSplits, echo: Callable[[str], None] = print):
+    """(extractor, info) for the spec's `evaluate` section; info describes it for the protocol."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.extractor == "inception":
+        ex = inception_extractor(cfg.inception_weights, cfg.inception_sha256, device)
+        return ex, {"name": ex.name, "content_hash": ex.content_hash}
+    ex, meta, path = domain_extractor(data, cfg.extractor_epochs, echo)
+    return ex, {"name": ex.name, "content_hash": ex.content_hash, "test_accuracy": meta["test_accuracy"], "path": str(path)}

@@ -1,0 +1,54 @@
+"""The cheap in-loop metric: domain FID of a few thousand samples, computed by rank 0 at epoch end.
+
+The extractor and the real statistics are prepared (and cached) by the driver before workers start;
+workers only load them. Samples come from a private seeded generator, so evaluating never moves the
+training RNG: a run with in-loop evaluation trains exactly like one without.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from evaluation import FeatureStats, frechet_distance
+
+
+def prepare(spec, data, echo=print) -> dict[str, Any] | None:
+    """Driver side: make sure extractor and reference exist; return what workers need to load them."""
+    if not spec.evaluate.every_epochs:
+        return None
+    from genforge.evaluate.extractors import domain_extractor
+    from genforge.evaluate.reference import reference
+
+    extractor, meta, path = domain_extractor(data, spec.evaluate.extractor_epochs, echo)
+    ref = reference(extractor, data, spec.evaluate.reference_split)
+    return {"extractor_dir": str(path), "reference_path": str(ref.path)}
+
+
+class InLoopFID:
+    def __init__(self, paths: dict[str, Any], spec, num_classes: int, conditional: bool, device: torch.device) -> None:
+        from genforge.evaluate.extractors import load_domain
+
+        with torch.random.fork_rng(devices=[]):  # building the network draws init weights: keep training's RNG
+            self.extractor, _ = load_domain(Path(paths["extractor_dir"]), device)
+        with np.load(paths["reference_path"]) as z:
+            self.stats = FeatureStats(z["mean"], z["cov"], int(z["n"]), z["factor"])
+        self.n, self.seed = spec.evaluate.inloop_samples, spec.evaluate.seed
+        self.latent_dim, self.num_classes, self.conditional, self.device = spec.model.latent_dim, num_classes, conditional, device
+
+    @torch.no_grad()
+    def __call__(self, sampler: torch.nn.Module) -> float:
+        gen = torch.Generator().manual_seed(self.seed)
+        z = torch.randn(self.n, self.latent_dim, generator=gen)
+        chunks = []
+        for start in range(0, self.n, 1000):
+            zb = z[start : start + 1000].to(self.device)
+            if self.conditional:
+                yb = (torch.arange(start, start + len(zb)) % self.num_classes).to(self.device)
+                chunks.append(sampler(zb, yb).float().cpu())
+            else:
+                chunks.append(sampler(zb).float().cpu())
+        return frechet_distance(self.stats, self.extractor.features(torch.cat(chunks).clamp_(0, 1)))

@@ -1,0 +1,52 @@
+"""Reference features and statistics of the real data, cached by (dataset, split, extractor hash, N).
+
+An evaluation pays for the real side once: features (for precision/recall, density/coverage and
+nearest neighbours), labels, and the Gaussian statistics with the covariance factor the Fréchet
+distance reuses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evaluation import FeatureStats, feature_stats
+from genforge.data import ImageSplits
+from genforge.evaluate.cache import cache_dir
+
+
+@dataclass
+class Reference:
+    features: np.ndarray
+    labels: np.ndarray
+    stats: FeatureStats
+    path: Path
+
+    def class_stats(self, c: int) -> FeatureStats | None:
+        rows = self.features[self.labels == c]
+        return feature_stats(rows, f"real class {c}") if len(rows) > 1 else None
+
+
+def reference_path(data: ImageSplits, split: str, extractor_hash: str) -> Path:
+    n = len(getattr(data, split))
+    return cache_dir() / "reference" / f"{data.name}-{data.fingerprint()}-{split}-{extractor_hash}-n{n}.npz"
+
+
+def reference(extractor, data: ImageSplits, split: str) -> Reference:
+    path = reference_path(data, split, extractor.content_hash)
+    if path.is_file():
+        with np.load(path) as z:
+            stats = FeatureStats(z["mean"], z["cov"], int(z["n"]), z["factor"])
+            return Reference(z["features"], z["labels"], stats, path)
+    part = getattr(data, split)
+    images, labels = part.batch(torch.arange(len(part)))
+    features = extractor.features(images)
+    stats = feature_stats(features, f"{data.name} {split}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, features=features, labels=labels.numpy(), mean=stats.mean, cov=stats.cov, n=stats.n, factor=stats.factor())
+    tmp.replace(path)
+    return Reference(features, labels.numpy(), stats, path)

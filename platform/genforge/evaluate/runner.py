@@ -1,0 +1,212 @@
+"""Compute every metric that applies to a model's family under one protocol.
+
+All families: FID and KID (mean +- std over `evaluate.seeds` independent draws), precision/recall,
+density/coverage, the Inception-score analogue, diversity (mean pairwise feature distance overall and
+per class) and class coverage (modes hit). Conditional families: the classifier's accuracy on samples
+generated for each label, and per-class FID. VAEs: reconstruction (MSE, PSNR, SSIM, BCE), negative
+ELBO and the importance-weighted NLL on the test split, in nats and bits per dimension (of the
+likelihood the model was trained with: Bernoulli over [0, 1] intensities or Gaussian).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import evaluation as ev
+from genforge.artifacts import LoadedModel
+from genforge.data import ImageSplits
+from genforge.evaluate.protocol import Protocol
+from genforge.evaluate.reference import Reference, reference
+from genforge.models.vae import log_importance_weights
+
+
+@dataclass
+class Report:
+    metrics: dict[str, float]
+    protocol: dict[str, Any]
+    extractor: dict[str, Any]
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    draws: list[dict[str, float]] = field(default_factory=list)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    figures: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict, repr=False)  # name -> (images, nrow)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "metrics": self.metrics,
+            "protocol": self.protocol,
+            "extractor": self.extractor,
+            "per_class": self.per_class,
+            "draws": self.draws,
+            "timings_s": self.timings_s,
+        }
+
+
+@torch.no_grad()
+def generate(model: LoadedModel, n: int, seed: int, labels: torch.Tensor | None = None, batch: int = 1000) -> torch.Tensor:
+    """n images in [0, 1] on the CPU from a seeded latent draw (labels for conditional models)."""
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.latent_dim, generator=gen)
+    device = next(model.sampler.parameters()).device
+    out = []
+    for start in range(0, n, batch):
+        zb = z[start : start + batch].to(device)
+        if model.manifest["conditional"]:
+            out.append(model.sampler(zb, labels[start : start + batch].to(device)).float().cpu())
+        else:
+            out.append(model.sampler(zb).float().cpu())
+    return torch.cat(out).clamp_(0, 1)
+
+
+def _std(values: list[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def evaluate_model(
+    model: LoadedModel,
+    data: ImageSplits,
+    cfg,
+    extractor,
+    extractor_info: dict[str, Any],
+    echo: Callable[[str], None] = print,
+    sampler_override: Callable[[int, int, torch.Tensor | None], torch.Tensor] | None = None,
+) -> Report:
+    """`sampler_override(n, seed, labels)` replaces generation (used to evaluate arbitrary generators)."""
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ref = reference(extractor, data, cfg.reference_split)
+    timings["reference"] = time.perf_counter() - t0
+    conditional = bool(model.manifest["conditional"])
+    k = data.num_classes
+    protocol = Protocol(
+        dataset=data.name,
+        dataset_fingerprint=data.fingerprint(),
+        split=cfg.reference_split,
+        reference_n=len(ref.features),
+        samples=cfg.samples,
+        seeds=tuple(cfg.seed + i for i in range(cfg.seeds)),
+        extractor=extractor_info["name"],
+        extractor_hash=extractor_info["content_hash"],
+        kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size,
+    )
+    labels = (torch.arange(cfg.samples) % k) if conditional else None
+    draws, first = [], None
+    for seed in protocol.seeds:
+        t = time.perf_counter()
+        fakes = sampler_override(cfg.samples, seed, labels) if sampler_override else generate(model, cfg.samples, seed, labels)
+        timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        feats, probs = extractor.features_and_probs(fakes)
+        timings["features"] = timings.get("features", 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        kid_mean, kid_std = ev.kid(ref.features, feats, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size, seed=seed)
+        draw = {"seed": seed, "fid": ev.frechet_distance(ref.stats, feats), "kid": kid_mean, "kid_subset_std": kid_std}
+        timings["fid_kid"] = timings.get("fid_kid", 0.0) + time.perf_counter() - t
+        echo(f"[genforge] draw seed={seed}: fid={draw['fid']:.4f} kid={draw['kid']:.5f}")
+        draws.append(draw)
+        if first is None:
+            first = (fakes, feats, probs)
+    fakes, feats, probs = first
+
+    t = time.perf_counter()
+    metrics: dict[str, float] = {
+        "fid": float(np.mean([d["fid"] for d in draws])),
+        "fid_std": _std([d["fid"] for d in draws]),
+        "kid": float(np.mean([d["kid"] for d in draws])),
+        "kid_std": _std([d["kid"] for d in draws]),
+    }
+    metrics["precision"], metrics["recall"] = ev.precision_recall(ref.features, feats, k=3)
+    metrics["density"], metrics["coverage"] = ev.density_coverage(ref.features, feats, k=5)
+    metrics["is"], metrics["is_std"] = ev.inception_score(probs, splits=10)
+    metrics["diversity"] = ev.mean_pairwise_distance(feats)
+    metrics["real_diversity"] = ev.mean_pairwise_distance(ref.features)
+    predicted = probs.argmax(axis=1)
+    per_class: dict[str, dict[str, float]] = {}
+    if extractor_info["name"] == "domain":
+        metrics["class_coverage"] = ev.class_coverage(predicted, k)
+        group = labels.numpy() if conditional else predicted
+        for c, value in ev.per_class_pairwise_distance(feats, group, k).items():
+            per_class.setdefault(str(c), {})["diversity"] = value
+    if conditional:
+        y = labels.numpy()
+        if extractor_info["name"] == "domain":
+            metrics["cond_accuracy"] = float((predicted == y).mean())
+        class_fids = []
+        for c in range(k):
+            stats = ref.class_stats(c)
+            rows = feats[y == c]
+            if stats is None or len(rows) < 2:
+                continue
+            entry = per_class.setdefault(str(c), {})
+            entry["fid"] = ev.frechet_distance(stats, rows)
+            if extractor_info["name"] == "domain":
+                entry["accuracy"] = float((predicted[y == c] == c).mean())
+            class_fids.append(entry["fid"])
+        metrics["fid_per_class_mean"] = float(np.mean(class_fids)) if class_fids else float("nan")
+    timings["other_metrics"] = time.perf_counter() - t
+
+    figures = {"samples": _sample_figure(fakes, labels, k), "nearest_neighbours": _neighbour_figure(fakes, feats, ref, data, cfg)}
+    if model.manifest["family"] in ("vae", "cvae"):
+        t = time.perf_counter()
+        recon_metrics, figure = _reconstruction(model, data, cfg.iw_samples, seed=protocol.seeds[0])
+        metrics.update(recon_metrics)
+        figures["reconstructions"] = figure
+        timings["reconstruction"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+    return Report(metrics, protocol.as_dict(), extractor_info, per_class, draws, timings, figures)
+
+
+def _sample_figure(fakes: torch.Tensor, labels: torch.Tensor | None, k: int) -> tuple[torch.Tensor, int]:
+    if labels is None:
+        return fakes[:64], 8
+    rows = [fakes[labels == c][:8] for c in range(k)]  # one row per class
+    return torch.cat(rows), 8
+
+
+def _neighbour_figure(fakes, feats, ref: Reference, data: ImageSplits, cfg) -> tuple[torch.Tensor, int]:
+    """Memorisation check: each of 8 samples followed by its 5 nearest real images in feature space."""
+    from evaluation.prdc import pairwise_distances
+
+    _, dist = next(pairwise_distances(feats[:8], ref.features))
+    nearest = np.argsort(dist, axis=1)[:, :5]
+    split = getattr(data, cfg.reference_split)
+    real, _ = split.batch(torch.from_numpy(nearest.reshape(-1)))
+    rows = [torch.cat([fakes[i : i + 1], real[i * 5 : (i + 1) * 5]]) for i in range(len(nearest))]
+    return torch.cat(rows), 6
+
+
+@torch.no_grad()
+def _reconstruction(model: LoadedModel, data: ImageSplits, k: int, seed: int) -> tuple[dict[str, float], tuple[torch.Tensor, int]]:
+    vae = model.modules["vae"]
+    device = next(vae.parameters()).device
+    conditional = bool(model.manifest["conditional"])
+    torch.manual_seed(seed)
+    x_all, y_all = data.test.batch(torch.arange(len(data.test)))
+    recons, neg_elbo, iw = [], [], []
+    for xb, yb in zip(x_all.split(250), y_all.split(250)):
+        xb, yb = xb.to(device), yb.to(device) if conditional else None
+        mu, _ = vae.encode(xb, yb)
+        recons.append(vae.decode(mu, yb).float().cpu())  # reconstruction at the posterior mean
+        neg_elbo.append(vae(xb, yb).neg_elbo.item() * len(xb))
+        # Columns are independent samples: compute them 8 at a time to keep decoder batches small.
+        log_w = torch.cat([log_importance_weights(vae, xb, yb, min(8, k - i)) for i in range(0, k, 8)], dim=1)
+        iw.append(ev.iw_nll(log_w.double().cpu().numpy()))
+    recon = torch.cat(recons)
+    dims = int(np.prod(data.image_shape))
+    nll = float(np.concatenate(iw).mean())
+    metrics = {
+        "recon_mse": ev.mse(x_all, recon),
+        "recon_psnr": ev.psnr(x_all, recon),
+        "recon_ssim": ev.ssim(x_all, recon),
+        "recon_bce": ev.bce(x_all, recon),
+        "nll_elbo": sum(neg_elbo) / len(x_all),  # negative ELBO, one posterior sample per image
+        f"nll_iw_k{k}": nll,
+        f"bpd_iw_k{k}": float(ev.bits_per_dim(nll, dims)),
+    }
+    pairs = torch.stack([x_all[:32], recon[:32]], dim=1).flatten(0, 1)
+    return metrics, (pairs, 16)

@@ -1,0 +1,188 @@
+"""`genforge evaluate` on trained runs of every family: the right metrics, the protocol with every
+number, the report artifact; collapse shows in diversity and coverage; in-loop FID leaves training
+untouched; the Inception path loads only verified weights and never unpickles."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAMILIES, tiny_spec
+
+SMALL = ["evaluate.samples=400", "evaluate.seeds=2", "evaluate.kid_subsets=10", "evaluate.kid_subset_size=100",
+         "evaluate.iw_samples=8", "evaluate.extractor_epochs=4"]
+
+
+@pytest.fixture(scope="module")
+def evaluated(family_runs):
+    from genforge.evaluate.stage import evaluate_run
+
+    cache = {}
+
+    def get(family: str):
+        if family not in cache:
+            run = family_runs(family)
+            cache[family] = evaluate_run(run.tracking_uri, run.run_id, overrides=SMALL, echo=lambda m: None)
+        return cache[family]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_metrics_per_family(family, evaluated, client):
+    result = evaluated(family)
+    m = result["metrics"]
+    common = {"fid", "fid_std", "kid", "kid_std", "precision", "recall", "density", "coverage", "is", "is_std",
+              "diversity", "class_coverage"}
+    assert common <= set(m)
+    assert m["fid"] > 0 and m["fid_std"] >= 0 and 0 <= m["precision"] <= 1 and 1 <= m["is"] <= 10
+    assert len(result["draws"]) == 2 and m["fid"] == pytest.approx(np.mean([d["fid"] for d in result["draws"]]))
+    if family in ("vae", "cvae"):
+        assert {"recon_mse", "recon_psnr", "recon_ssim", "recon_bce", "nll_elbo", "nll_iw_k8", "bpd_iw_k8"} <= set(m)
+        assert m["nll_iw_k8"] <= m["nll_elbo"] + 1.0  # the IW bound is tighter (up to sampling noise)
+    if family in ("cgan", "cvae"):
+        assert "cond_accuracy" in m and "fid_per_class_mean" in m
+        assert {str(c) for c in range(10)} == set(result["per_class"])
+        assert all("fid" in v and "accuracy" in v for v in result["per_class"].values())
+
+    run = client.get_run(result["run_id"])
+    assert run.data.metrics["fid"] == pytest.approx(m["fid"])
+    tags = run.data.tags
+    p = result["protocol"]
+    assert tags["genforge.eval.protocol_hash"] == p["hash"] and tags["genforge.eval.extractor"] == "domain"
+    assert p["samples"] == 400 and p["seeds"] == [0, 1] and p["dataset"] == "digits" and len(p["dataset_fingerprint"]) == 16
+    files = {a.path.rsplit("/", 1)[-1] for a in client.list_artifacts(result["run_id"], f"evaluation/{p['hash']}")}
+    assert {"report.json", "samples.png", "nearest_neighbours.png"} <= files
+    assert ("reconstructions.png" in files) == (family in ("vae", "cvae"))
+
+
+@pytest.mark.slow
+def test_re_evaluation_adds_no_second_metric_row(evaluated, family_runs, client):
+    from genforge.evaluate.stage import evaluate_run
+
+    first = evaluated("vae")
+    run = family_runs("vae")
+    evaluate_run(run.tracking_uri, run.run_id, overrides=SMALL, echo=lambda m: None)
+    assert len(client.get_metric_history(first["run_id"], "fid")) == 1
+
+
+@pytest.mark.slow
+def test_collapsed_generator_shows_in_diversity_and_coverage(family_runs, evaluated):
+    from genforge.config import spec_from_dict
+    from genforge.data import load_dataset
+    from genforge.evaluate.extractors import get_extractor
+    from genforge.evaluate.runner import evaluate_model
+    from genforge.tracking.loading import load_run_model
+
+    healthy = evaluated("gan")["metrics"]
+    run = family_runs("gan")
+    model = load_run_model(run.tracking_uri, run.run_id)
+    spec = spec_from_dict(tiny_spec("x"), SMALL)
+    data = load_dataset(spec.data)
+    extractor, info = get_extractor(spec.evaluate, data, echo=lambda m: None)
+    one_digit, _ = data.train.batch(torch.tensor([0]))
+    constant = lambda n, seed, labels: one_digit.expand(n, -1, -1, -1).clone()  # noqa: E731
+    collapsed = evaluate_model(model, data, spec.evaluate, extractor, info, lambda m: None, sampler_override=constant).metrics
+    assert collapsed["diversity"] < 1e-6 < healthy["diversity"]
+    assert collapsed["class_coverage"] == pytest.approx(0.1)
+    assert collapsed["coverage"] < 0.05 and collapsed["recall"] < 0.05
+    assert collapsed["is"] == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_inloop_fid_is_logged_and_leaves_training_untouched(train_spec, family_runs, client):
+    plain = family_runs("gan")
+    spec = tiny_spec("inloop-gan", "gan", workers=2)
+    spec["evaluate"] = {"every_epochs": 1, "inloop_samples": 300, "extractor_epochs": 4}
+    run = train_spec(spec)
+    fids = client.get_metric_history(run.run_id, "inloop_fid")
+    assert [m.step for m in fids] == [6, 12] and all(m.value > 0 for m in fids)
+    losses = lambda r: [(m.step, m.value) for m in client.get_metric_history(r.run_id, "train/g_loss")]  # noqa: E731
+    assert losses(run) == losses(plain)
+
+
+def test_evaluate_bad_input(tmp_path, capsys, monkeypatch, tracking_uri, client):
+    from genforge.cli import main
+
+    client.search_experiments()  # make sure the session's store exists
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for args, needle in ((["evaluate"], "exactly one of"), (["evaluate", "--run", "a", "--model", "b"], "exactly one of"),
+                         (["evaluate", "--run", "nope"], "no MLflow store at"),
+                         (["evaluate", "--run", "nope", "--tracking-uri", tracking_uri], "--run nope: no such run"),
+                         (["evaluate", "--run", "x", "--set", "train.lr=1"], "evaluate.* keys only")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+class TestInceptionLoading:
+    @pytest.fixture(scope="class")
+    def weights(self, tmp_path_factory):
+        """A weights file with the real network's layout and random values (the real one is 91 MB and
+        not downloadable here): built by skipping torch-fidelity's loader once."""
+        import torch_fidelity.feature_extractor_inceptionv3 as tfi
+
+        original = tfi.FeatureExtractorInceptionV3.load_state_dict
+        tfi.FeatureExtractorInceptionV3.load_state_dict = lambda self, sd: None
+        try:
+            path = tmp_path_factory.mktemp("inception") / "random.pth"
+            torch.save({}, path)
+            net = tfi.FeatureExtractorInceptionV3("x", ["2048"], feature_extractor_weights_path=str(path))
+        finally:
+            tfi.FeatureExtractorInceptionV3.load_state_dict = original
+        torch.manual_seed(0)
+        torch.save(net.state_dict(), path)
+        return path
+
+    def test_loads_with_matching_sha_and_extracts(self, weights):
+        from evaluation.extractors.inception import InceptionExtractor, _sha256
+
+        ex = InceptionExtractor(weights, sha256=_sha256(weights))
+        feats, probs = ex.features_and_probs(torch.rand(2, 1, 8, 8))
+        assert feats.shape == (2, 2048) and probs.shape == (2, 1008)
+        assert np.allclose(probs.sum(1), 1.0) and ex.content_hash == _sha256(weights)[:16]
+
+    def test_published_sha_is_enforced(self, weights):
+        from evaluation.extractors.inception import InceptionExtractor, InceptionWeightsError
+
+        with pytest.raises(InceptionWeightsError, match="does not match"):
+            InceptionExtractor(weights)
+
+    def test_missing_weights_is_a_one_line_spec_error(self, tmp_path, monkeypatch):
+        from genforge.errors import SpecError
+        from genforge.evaluate.extractors import inception_extractor
+
+        monkeypatch.delenv("GENFORGE_INCEPTION_WEIGHTS", raising=False)
+        with pytest.raises(SpecError, match="pt_inception-2015-12-05-6726825d.pth") as info:
+            inception_extractor(str(tmp_path / "missing.pth"), None)
+        assert "\n" not in str(info.value)
+
+    def test_never_unpickles_a_user_file(self, tmp_path):
+        from evaluation.extractors.inception import InceptionExtractor, _sha256
+
+        class Payload:
+            def __reduce__(self):
+                return (exec, ("open('%s', 'w').write('ran')" % (tmp_path / "pwned"),))
+
+        bomb = tmp_path / "bomb.pth"
+        bomb.write_bytes(pickle.dumps({"w": Payload()}))
+        with pytest.raises(Exception):
+            InceptionExtractor(bomb, sha256=_sha256(bomb))
+        assert not (tmp_path / "pwned").exists()
+
+
+def test_report_json_is_complete(evaluated):
+    result = evaluated("vae")
+    text = json.dumps(result)
+    for key in ("metrics", "protocol", "extractor", "draws", "timings_s"):
+        assert key in result
+    assert "NaN" not in text
