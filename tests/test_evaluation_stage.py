@@ -67,8 +67,13 @@ def test_re_evaluation_adds_no_second_metric_row(evaluated, family_runs, client)
 
     first = evaluated("vae")
     run = family_runs("vae")
-    evaluate_run(run.tracking_uri, run.run_id, overrides=SMALL, echo=lambda m: None)
+    again = evaluate_run(run.tracking_uri, model_uri=run.model_uri, overrides=SMALL, echo=lambda m: None)
+    assert again["run_id"] == first["run_id"] and again["protocol"]["hash"] == first["protocol"]["hash"]
+    assert again["metrics"]["fid"] == pytest.approx(first["metrics"]["fid"])  # same seeds, same numbers
     assert len(client.get_metric_history(first["run_id"], "fid")) == 1
+    extractor_run = client.get_run(first["extractor"]["mlflow_run_id"])
+    assert extractor_run.data.metrics["test_accuracy"] > 0.9
+    assert extractor_run.data.tags["genforge.content_hash"] == first["protocol"]["extractor_hash"]
 
 
 @pytest.mark.slow

@@ -11,20 +11,33 @@ from genforge.config import Spec, spec_from_dict
 from genforge.errors import SpecError
 
 
+def run_of_model(client, model_uri: str) -> str | None:
+    """The source run of runs:/RUN/..., models:/m-ID (a logged model), models:/NAME@ALIAS or models:/NAME/VERSION."""
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/") :].split("/", 1)[0]
+    if not model_uri.startswith("models:/"):
+        raise SpecError(f"--model {model_uri}: expected runs:/RUN_ID/PATH or models:/NAME@ALIAS, models:/NAME/VERSION, models:/m-ID")
+    ref = model_uri[len("models:/") :].strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        return client.get_model_version_by_alias(name, alias).run_id
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        return client.get_model_version(name, version).run_id
+    return client.get_logged_model(ref).source_run_id
+
+
 def resolve_run(client, run: str | None, model_uri: str | None) -> str:
-    """A run id from --run or from a model URI (runs:/, models:/name@alias, models:/m-...)."""
+    """A run id from --run or from a model URI."""
     from mlflow.exceptions import MlflowException
 
     if model_uri:
-        import mlflow
-
         try:
-            info = mlflow.models.get_model_info(model_uri)
-        except (MlflowException, OSError) as exc:
+            run = run_of_model(client, model_uri)
+        except MlflowException as exc:
             raise SpecError(f"--model {model_uri}: cannot resolve it ({str(exc).splitlines()[0]})") from None
-        if not info.run_id:
+        if not run:
             raise SpecError(f"--model {model_uri}: the model has no source run to evaluate")
-        run = info.run_id
     try:
         client.get_run(run)
     except MlflowException:
@@ -68,6 +81,11 @@ def evaluate_run(
         raise SpecError(f"--run {run_id}: no genforge_model artifact (the run has not finished training)") from None
     data = load_dataset(spec.data)
     extractor, info = get_extractor(spec.evaluate, data, echo)
+    if info["name"] == "domain":  # record the extractor itself (once per content hash)
+        from genforge.tracking.extractor_logging import log_extractor
+
+        meta = json.loads((Path(info["path"]) / "meta.json").read_text())
+        info["mlflow_run_id"] = log_extractor(tracking_uri, meta, Path(info["path"]))
     echo(f"[genforge] evaluating run {run_id}: {spec.evaluate.samples} samples x {spec.evaluate.seeds} draws, "
          f"{info['name']} features, against {spec.data.dataset}/{spec.evaluate.reference_split}")
     report = evaluate_model(model, data, spec.evaluate, extractor, info, echo)
