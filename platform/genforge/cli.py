@@ -79,6 +79,54 @@ def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bo
 
 
 @cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last stdout line.")
+def tune(spec_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Sweep the hyperparameters in SPEC's `tune` section with Ray Tune (Optuna TPE + ASHA by default).
+
+    Each trial trains the spec with its sampled values as a child MLflow run of the sweep's parent run;
+    the parent holds the leaderboard. Re-running the same command resumes an interrupted sweep.
+    """
+    import json
+
+    import ray
+
+    from genforge.config import load_spec
+    from genforge.tuning.sweep import tune_sweep
+
+    spec = load_spec(spec_path, overrides)
+    started_ray = not ray.is_initialized()
+    try:
+        result = tune_sweep(spec, echo=lambda m: click.echo(m, err=as_json))
+    finally:
+        if started_ray and ray.is_initialized():
+            ray.shutdown()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), default=str))
+        return
+    _print_leaderboard(result)
+
+
+def _print_leaderboard(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = sorted({k for row in result.leaderboard for k in row["config"]})
+    table = Table(title=f"sweep leaderboard: {result.metric} ({result.mode})")
+    for col in ("rank", "trial", "status", "epochs", result.metric, *keys):
+        table.add_column(col)
+    for r in result.leaderboard:
+        obj = "-" if r["objective"] is None else f"{r['objective']:.4f}"
+        values = [f"{r['config'][k]:.4g}" if isinstance(r["config"].get(k), float) else str(r["config"].get(k)) for k in keys]
+        table.add_row(str(r["rank"]), r["trial_id"], r["status"] + (" (early)" if "early" in r["reason"] else ""),
+                      str(r["epochs"]), obj, *values)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    click.echo(f"best: run {result.best_run_id} {result.metric}={result.best_objective:.4f} config={result.best_config}")
+    click.echo(f"parent run: {result.parent_run_id} (leaderboard under its 'sweep/' artifacts)")
+
+
+@cli.command()
 @click.option("--run", "run_id", metavar="RUN_ID", help="The MLflow run to evaluate.")
 @click.option("--model", "model_uri", metavar="MODEL_URI", help="Or a model URI (runs:/..., models:/NAME@ALIAS).")
 @click.option("--samples", type=click.IntRange(min=10), help="Generated samples per draw (evaluate.samples).")
@@ -193,6 +241,10 @@ def main(argv: list[str] | None = None) -> None:
         _error(str(exc), 1)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:  # an unexpected failure: one line, the traceback on request
+        if os.environ.get("GENFORGE_DEBUG"):
+            raise
+        _error(f"{type(exc).__name__}: {exc} (set GENFORGE_DEBUG=1 for the traceback)", 1)
 
 
 if __name__ == "__main__":

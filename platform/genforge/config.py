@@ -114,31 +114,99 @@ class EvaluateConfig(_Section):
     inception_sha256: str | None = Field(None, description="Override the published sha256 of the Inception weights.")
 
 
+class SpaceEntry(_Section):
+    """One searched key: exactly one of the distributions."""
+
+    loguniform: tuple[float, float] | None = None
+    uniform: tuple[float, float] | None = None
+    choice: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "SpaceEntry":
+        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform: [lo, hi], uniform: [lo, hi], choice: [...]")
+        lo_hi = self.loguniform or self.uniform
+        if lo_hi and not (lo_hi[0] < lo_hi[1] and (self.uniform or lo_hi[0] > 0)):
+            raise ValueError(f"bounds {list(lo_hi)} must satisfy 0 < lo < hi (loguniform) or lo < hi (uniform)")
+        if self.choice is not None and not self.choice:
+            raise ValueError("choice needs at least one value")
+        return self
+
+
+class TuneConfig(_Section):
+    space: dict[str, SpaceEntry] | None = Field(None, description="Spec key -> distribution; default per family.")
+    num_samples: int = Field(4, ge=1, description="Trials.")
+    workers_per_trial: int = Field(1, ge=1, description="Ray Train workers of each trial.")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="Default: what the cluster's CPUs/GPUs allow.")
+    max_epochs: int = Field(3, ge=1, description="Per-trial budget (ASHA may stop a trial earlier).")
+    search: Literal["optuna", "random"] = Field("optuna", description="Search algorithm (Optuna TPE or random).")
+    scheduler: Literal["asha", "none"] = Field("asha", description="Early stopping.")
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped.")
+    reduction_factor: int = Field(2, ge=2, description="ASHA reduction factor.")
+    metric: str | None = Field(None, description="Objective; default val_neg_elbo (VAEs) or inloop_fid (GANs).")
+    mode: Literal["min", "max"] = Field("min", description="Minimise or maximise the objective.")
+    seed: int = Field(0, description="Seed of the search algorithm.")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> "TuneConfig":
+        for key in self.space or {}:
+            section = key.split(".", 1)[0]
+            if section not in ("model", "train") or key in RESUMABLE_KEYS:
+                raise ValueError(f"space: {key!r} cannot be searched (use model.* or train.* keys other than {', '.join(RESUMABLE_KEYS)})")
+        return self
+
+
+class RegisterConfig(_Section):
+    model_name: str | None = Field(None, description="Registered model name (default {dataset}-{family}).")
+
+
+class PromoteConfig(_Section):
+    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias to move.")
+    metric: str = Field("fid", description="Version tag compared.")
+    mode: Literal["min", "max"] = Field("min", description="Lower (min) or higher (max) is better.")
+    min_improvement: float = Field(0.0, ge=0.0, description="Required margin beyond the measured noise.")
+
+
+STAGES = ("train", "tune", "evaluate", "register", "promote")
+
+
 class Spec(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Run name; re-using it resumes.")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    # Later stages own these sections; `genforge train` ignores them.
-    tune: dict[str, Any] | None = None
+    # The sections of the other stages; `genforge train` ignores them.
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    register_: dict[str, Any] | None = Field(None, alias="register")
-    promote: dict[str, Any] | None = None
+    register_: RegisterConfig = Field(default_factory=RegisterConfig, alias="register")
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    stages: list[Literal["train", "tune", "evaluate", "register", "promote"]] = Field(
+        default_factory=lambda: ["train", "evaluate", "register", "promote"],
+        description="What `genforge run` does, in order (train or tune first).",
+    )
 
     @model_validator(mode="before")
     @classmethod
     def _empty_sections(cls, tree: Any) -> Any:
         """`evaluate:` with nothing under it (YAML null) means the defaults."""
         if isinstance(tree, dict):
-            return {k: ({} if v is None and k in ("data", "model", "train", "tracking", "evaluate") else v) for k, v in tree.items()}
+            sections = ("data", "model", "train", "tracking", "evaluate", "tune", "register", "promote")
+            return {k: ({} if v is None and k in sections else v) for k, v in tree.items()}
         return tree
 
     @model_validator(mode="after")
     def _check_cross(self) -> "Spec":
         if self.data.dataset != "imagefolder" and (self.data.image_size or self.data.channels):
             raise ValueError("data.image_size/data.channels apply to data.dataset=imagefolder only")
+        if "train" in self.stages and "tune" in self.stages:
+            raise ValueError("stages: use train or tune, not both")
         return self
+
+    @property
+    def model_name(self) -> str:
+        return self.register_.model_name or f"{self.data.dataset}-{self.model.family}"
 
     def training_dict(self) -> dict[str, Any]:
         """The sections training depends on, as plain JSON-able data."""

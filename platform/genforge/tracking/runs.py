@@ -54,7 +54,7 @@ def _log_spec(client: MlflowClient, run_id: str, spec: Spec) -> None:
         client.log_artifact(run_id, str(path))
 
 
-def create_run(client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any]) -> str:
+def create_run(client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any], extra_tags: dict[str, str] | None = None) -> str:
     """A new RUNNING run with the whole resolved spec: params (fixed keys), tags (resumable keys), spec.yaml."""
     tags = {
         "mlflow.runName": spec.name,
@@ -63,8 +63,9 @@ def create_run(client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, A
         f"{TAG_PREFIX}dataset": spec.data.dataset,
         f"{TAG_PREFIX}spec_fingerprint": spec.fingerprint(),
         **{f"{TAG_PREFIX}{k}": str(v) for k, v in facts.items()},
+        **(extra_tags or {}),
     }
-    run = client.create_run(exp_id, run_name=spec.name, tags=tags)
+    run = client.create_run(exp_id, run_name=tags["mlflow.runName"], tags=tags)
     run_id = run.info.run_id
     flat = flatten(spec.training_dict())
     params = [Param(k, str(v)) for k, v in flat.items() if k not in RESUMABLE_KEYS]

@@ -140,6 +140,9 @@ def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
     p.resume_run_id, p.resume_checkpoint = run_id, found
 
 
+TRIAL_DRIVER = "trial_driver"  # custom resource that Tune trial drivers hold instead of CPUs (see tuning)
+
+
 def _ensure_ray(spec: Spec) -> None:
     import ray
 
@@ -151,7 +154,11 @@ def _ensure_ray(spec: Spec) -> None:
         # dashboard stays on: Train's placement-group cleaner queries actor state through it.
         ray.init(
             logging_level="warning",
-            runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"]}},
+            resources={TRIAL_DRIVER: 64},
+            runtime_env={"env_vars": {
+                "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"],
+                **({"GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]} if "GENFORGE_CACHE" in os.environ else {}),
+            }},
         )
     if spec.train.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.train.workers:
         raise SpecError(
@@ -179,7 +186,7 @@ def _make_stop_flag():
     return StopFlag.remote()
 
 
-def _fit(p: Plan, run_id: str, echo: Callable[[str], None]) -> tuple[Any, bool]:
+def _fit(p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | None = None) -> tuple[Any, bool]:
     """Run the TorchTrainer in a thread so the main thread owns Ctrl-C: the first one asks the workers
     to checkpoint and stop at the next tick; a second one aborts at once."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
@@ -205,6 +212,7 @@ def _fit(p: Plan, run_id: str, echo: Callable[[str], None]) -> tuple[Any, bool]:
             failure_config=FailureConfig(max_failures=t.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks or []),
         ),
     )
     box: dict[str, Any] = {}
@@ -244,6 +252,13 @@ def _root_cause(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1] if text else ''}"
+
+
+def finalize_run(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
+    """Log the models of a finished run from its checkpoint; returns the MLflow model URI."""
+    model_uri = _finalize(p, client, run_id, found)
+    client.set_tag(run_id, "genforge.model_uri", model_uri)
+    return model_uri
 
 
 def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
@@ -295,9 +310,19 @@ def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found |
     )
 
 
-def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
+def train(
+    spec: Spec,
+    echo: Callable[[str], None] = print,
+    *,
+    callbacks: list | None = None,
+    tags: dict[str, str] | None = None,
+    finalize: bool = True,
+) -> TrainResult:
     """Train (or continue) the run named `spec.name`. Raises SpecError for bad input, RunError on failure,
-    KeyboardInterrupt when stopped; the MLflow run is marked accordingly in each case."""
+    KeyboardInterrupt when stopped; the MLflow run is marked accordingly in each case.
+
+    Sweeps pass Ray Train `callbacks` (to report to Tune), extra run `tags` (the parent run) and
+    `finalize=False`: a trial's model is logged only if it wins."""
     p = plan(spec, echo, prepare_inloop=True)
     _ensure_ray(spec)
     from mlflow import MlflowClient
@@ -318,7 +343,7 @@ def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
         echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
     else:
         exp_id = experiment_id(client, p.experiment, p.tracking_uri)
-        run_id = create_run(client, exp_id, spec, {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes})
+        run_id = create_run(client, exp_id, spec, {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}, tags)
         p.run_dir.mkdir(parents=True, exist_ok=True)
         record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(), "created": time.time()}
         (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
@@ -330,7 +355,7 @@ def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
         if not already_done:
             echo(f"[genforge] training {spec.model.family} on {spec.data.dataset} with {spec.train.workers} worker(s), "
                  f"{'GPU' if spec.train.use_gpu else 'CPU'}; checkpoints in {p.run_dir}")
-            _, interrupted = _fit(p, run_id, echo)
+            _, interrupted = _fit(p, run_id, echo, callbacks)
         found = checkpoint.latest(p.run_dir)
         complete = found is not None and found.meta["position"]["epoch"] >= spec.train.epochs and found.meta["position"]["batch"] == 0
         if interrupted and not complete:
@@ -340,9 +365,11 @@ def train(spec: Spec, echo: Callable[[str], None] = print) -> TrainResult:
             raise KeyboardInterrupt
         if not complete:
             raise RunError(f"training ended without a final checkpoint in {p.run_dir}")
+        if not finalize:
+            client.set_terminated(run_id, "FINISHED")
+            return _result(client, p, run_id, "FINISHED", found, resumed)
         echo("[genforge] logging the model to MLflow")
-        model_uri = _finalize(p, client, run_id, found)
-        client.set_tag(run_id, "genforge.model_uri", model_uri)
+        model_uri = finalize_run(p, client, run_id, found)
     except KeyboardInterrupt:
         if client.get_run(run_id).info.status == "RUNNING":
             end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")

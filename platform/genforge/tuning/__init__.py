@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps with Ray Tune: each trial is a Tune function that fits a TorchTrainer."""
