@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/genforge train pipelines/quickstart.yaml
+	$(BIN)/genforge run pipelines/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests

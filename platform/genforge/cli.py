@@ -199,6 +199,129 @@ def extractor_train(dataset: str, root: str | None, epochs: int, tracking_uri: s
     click.echo(json.dumps(facts) if as_json else "\n".join(f"{k:>20}: {v}" for k, v in facts.items()))
 
 
+TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflow.db)."
+
+
+def _uri(tracking_uri: str | None) -> str:
+    from genforge.tracking.uri import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        from pathlib import Path
+
+        if not Path(uri[len("sqlite:///"):]).is_file():
+            raise SpecError(f"no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
+    return uri
+
+
+def _emit(payload, as_json: bool, text: str) -> None:
+    import json
+
+    click.echo(json.dumps(payload, default=str) if as_json else text)
+
+
+@cli.command()
+@click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The training (or best trial) run.")
+@click.option("--name", help="Registered model name (default: the spec's register.model_name, else {dataset}-{family}).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="evaluate.* keys for the evaluation, if one is needed.")
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the version as JSON on the last stdout line.")
+def register(run_id: str, name: str | None, overrides: tuple[str, ...], tracking_uri: str | None, as_json: bool) -> None:
+    """Register a run's model (evaluating it first if needed) with its metrics and protocol as tags."""
+    from genforge.registry.versions import register_run
+
+    bad = [o for o in overrides if not o.startswith("evaluate.")]
+    if bad:
+        raise click.UsageError(f"--set {bad[0]}: register takes evaluate.* keys only")
+    v = register_run(_uri(tracking_uri), run_id, name, list(overrides), echo=lambda m: click.echo(m, err=as_json))
+    _emit(v, as_json, f"{v['name']} version {v['version']}: fid {v['fid']} +- {v['fid_std']} ({v['protocol']}); {v['uri']}")
+
+
+@cli.command()
+@click.argument("model_name")
+@click.option("--version", type=click.IntRange(min=1), help="Candidate version (default: the latest).")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--metric", default="fid", show_default=True, help="Version tag compared.")
+@click.option("--mode", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--min-improvement", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as JSON on the last stdout line.")
+def promote(model_name, version, alias, metric, mode, min_improvement, tracking_uri, as_json) -> None:
+    """Move ALIAS to a version only if it beats the current holder under the same protocol by more than
+    --min-improvement and the measured noise. Concurrent promotions are serialised."""
+    from genforge.registry.promotion import promote as do_promote
+
+    d = do_promote(_uri(tracking_uri), model_name, version, alias, metric, mode, min_improvement)
+    verdict = "PROMOTED" if d.promoted else "not promoted"
+    _emit(d.to_dict(), as_json, f"{model_name} v{d.candidate} @{alias}: {verdict}. {d.reason}")
+
+
+@cli.command()
+@click.argument("model_name")
+@click.option("--alias", default="champion", show_default=True)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def rollback(model_name: str, alias: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Give ALIAS back to the version the current holder took it from."""
+    from genforge.registry.promotion import rollback as do_rollback
+
+    r = do_rollback(_uri(tracking_uri), model_name, alias)
+    _emit(r, as_json, f"{model_name} @{alias}: version {r['from_version']} -> {r['to_version']}")
+
+
+@cli.command()
+@click.argument("model_uri")
+@click.option("-n", "count", type=click.IntRange(min=1, max=10000), default=64, show_default=True)
+@click.option("--label", type=click.IntRange(min=0), help="Class label (conditional models; default: cycle through classes).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
+@click.option("--tracking-uri", help=TRACKING_HELP)
+def generate(model_uri: str, count: int, label: int | None, seed: int, out: str, tracking_uri: str | None) -> None:
+    """Generate a grid of COUNT images from MODEL_URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/...)."""
+    import math
+
+    import torch
+    from mlflow import MlflowClient
+
+    from genforge.evaluate.stage import resolve_run
+    from genforge.images import save_grid
+    from genforge.tracking.loading import load_run_model
+
+    uri = _uri(tracking_uri)
+    run_id = resolve_run(MlflowClient(uri), None, model_uri)
+    model = load_run_model(uri, run_id)
+    labels = None
+    if model.manifest["conditional"]:
+        if label is not None and label >= model.num_classes:
+            raise SpecError(f"--label {label}: the model has classes 0..{model.num_classes - 1}")
+        labels = torch.full((count,), label) if label is not None else torch.arange(count) % model.num_classes
+    elif label is not None:
+        raise SpecError(f"--label: {model_uri} is not a conditional model")
+    images = model.generate(count, labels, seed=seed)
+    path = save_grid(images, int(math.ceil(math.sqrt(count))), out)
+    click.echo(f"wrote {count} images from {model_uri} (run {run_id}) to {path}")
+
+
+@cli.command("models")
+@click.argument("name", required=False)
+@click.option("--tracking-uri", help=TRACKING_HELP)
+@click.option("--json", "as_json", is_flag=True)
+def models_cmd(name: str | None, tracking_uri: str | None, as_json: bool) -> None:
+    """List registered models: versions, aliases, FID and protocol."""
+    from genforge.registry.versions import list_models
+
+    rows = list_models(_uri(tracking_uri), name)
+    if as_json:
+        _emit(rows, True, "")
+        return
+    if not rows:
+        click.echo("no registered models")
+    for r in rows:
+        aliases = " ".join(f"@{a}" for a in r["aliases"])
+        fid = f"{float(r['fid']):.4f} +- {float(r['fid_std']):.4f}" if r["fid"] else "-"
+        click.echo(f"{r['name']:>24} v{r['version']:<3} {aliases:<12} fid {fid:<20} {r['protocol'] or ''}  run {r['run_id']}")
+
+
 @cli.command()
 def datasets() -> None:
     """List the registered datasets."""

@@ -200,8 +200,13 @@ class Spec(_Section):
     def _check_cross(self) -> "Spec":
         if self.data.dataset != "imagefolder" and (self.data.image_size or self.data.channels):
             raise ValueError("data.image_size/data.channels apply to data.dataset=imagefolder only")
-        if "train" in self.stages and "tune" in self.stages:
+        st = self.stages
+        if "train" in st and "tune" in st:
             raise ValueError("stages: use train or tune, not both")
+        if st and st[0] not in ("train", "tune") and any(s in st for s in ("evaluate", "register", "promote")):
+            raise ValueError(f"stages: {st}: start with train or tune (later stages need its run)")
+        if "promote" in st and "register" not in st[: st.index("promote")]:
+            raise ValueError("stages: promote needs register before it")
         return self
 
     @property
