@@ -30,12 +30,13 @@ def private_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(private_cache):
     """One local Ray instance for every test that trains (ray.init costs seconds)."""
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(num_cpus=2, logging_level="warning", runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}})
+    ray.init(num_cpus=2, resources={"trial_driver": 8}, logging_level="warning",
+             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}})
     yield ray
     ray.shutdown()
 

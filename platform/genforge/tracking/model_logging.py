@@ -58,11 +58,14 @@ def log_mlflow_sampler(sampler: nn.Module, facts: dict[str, Any]) -> str:
     c, h, w = facts["image_shape"]
     rng = np.random.default_rng(0)
     z = rng.standard_normal((2, facts["latent_dim"])).astype(np.float32)
-    inputs = [TensorSpec(np.dtype(np.float32), (-1, facts["latent_dim"]), "z")]
     example: Any = z
     if conditional:
-        inputs.append(TensorSpec(np.dtype(np.int64), (-1,), "y"))
+        inputs = [TensorSpec(np.dtype(np.float32), (-1, facts["latent_dim"]), "z"), TensorSpec(np.dtype(np.int64), (-1,), "y")]
         example = (z, np.array([0, 1], dtype=np.int64))
+    else:
+        # One unnamed tensor: the pyfunc flavor (and `mlflow models serve`) then hands the model a plain
+        # array, which the PyTorch flavor accepts; a named input would arrive as a dict, which it refuses.
+        inputs = [TensorSpec(np.dtype(np.float32), (-1, facts["latent_dim"]))]
     signature = ModelSignature(
         inputs=Schema(inputs), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w), "images")])
     )

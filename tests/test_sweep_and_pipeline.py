@@ -1,0 +1,118 @@
+"""A tiny sweep on digits through the whole pipeline: parent and child runs, the chosen best trial,
+registration, promotion, generation from @champion in a fresh process, and safe re-runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_spec
+
+pytestmark = pytest.mark.slow
+
+EVAL = {"samples": 300, "seeds": 2, "kid_subsets": 10, "kid_subset_size": 100, "iw_samples": 4, "extractor_epochs": 4}
+
+
+def _pipeline_spec(name: str, tracking_uri: str, **tune) -> dict:
+    spec = tiny_spec(name, "vae")
+    spec["stages"] = ["tune", "evaluate", "register", "promote"]
+    spec["tune"] = {"num_samples": 3, "max_epochs": 2, "space": {
+        "train.lr": {"loguniform": [1e-3, 5e-3]}, "model.latent_dim": {"choice": [4, 8]}}, **tune}
+    spec["evaluate"] = EVAL
+    spec["register"] = {"model_name": "digits-vae-test"}
+    spec["tracking"] = {"uri": tracking_uri}
+    return spec
+
+
+@pytest.fixture(scope="module")
+def pipeline(ray_session, tracking_uri):
+    from genforge.config import spec_from_dict
+    from pipelines.stages import run_pipeline
+
+    spec = spec_from_dict(_pipeline_spec("sweepy", tracking_uri))
+    return spec, run_pipeline(spec, echo=lambda m: None)
+
+
+def test_parent_and_child_runs(pipeline, client):
+    spec, result = pipeline
+    parent = client.get_run(result.sweep_parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["genforge.kind"] == "sweep"
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 3
+    assert all(c.info.status in ("FINISHED", "FAILED") for c in children)  # never left RUNNING
+    early = [c for c in children if "genforge.stopped_early" in c.data.tags]
+    assert all(c.info.status == "FINISHED" for c in early)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
+    assert {"sweep/leaderboard.csv", "sweep/leaderboard.json", "sweep/best_config.json",
+            "sweep/objective_vs_hyperparameters.png"} <= artifacts
+
+
+def test_best_trial_is_the_minimum_of_the_objective(pipeline, client):
+    spec, result = pipeline
+    children = client.search_runs([client.get_run(result.run_id).info.experiment_id],
+                                  f"tags.`mlflow.parentRunId` = '{result.sweep_parent_run_id}'")
+    best = client.get_run(result.run_id)
+    assert best.data.tags["mlflow.parentRunId"] == result.sweep_parent_run_id
+    finished = [c for c in children if c.info.status == "FINISHED" and "val_neg_elbo" in c.data.metrics
+                and "genforge.stopped_early" not in c.data.tags]
+    # The best of the trials that ran the whole budget (ASHA-stopped ones stopped for being worse).
+    assert best.data.metrics["val_neg_elbo"] <= min(c.data.metrics["val_neg_elbo"] for c in finished) + 1e-9
+    assert set(result.best_config) == {"train.lr", "model.latent_dim"}
+
+
+def test_registered_and_promoted(pipeline, client):
+    spec, result = pipeline
+    assert result.registered["name"] == "digits-vae-test" and result.registered["run_id"] == result.run_id
+    v = client.get_model_version("digits-vae-test", str(result.registered["version"]))
+    assert v.tags["protocol_hash"] == client.get_run(result.run_id).data.tags["genforge.eval.protocol_hash"]
+    assert float(v.tags["fid"]) == pytest.approx(client.get_run(result.run_id).data.metrics["fid"])
+    assert result.promotion["promoted"] and result.champion_uri == "models:/digits-vae-test@champion"
+
+
+def test_generate_from_champion_in_a_fresh_process(pipeline, tracking_uri, tmp_path):
+    out = tmp_path / "grid.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "generate", "models:/digits-vae-test@champion", "-n", "9",
+         "--out", str(out), "--tracking-uri", tracking_uri],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    from PIL import Image
+
+    with Image.open(out) as img:
+        assert img.size == (3 * 8 + 4 * 2, 3 * 8 + 4 * 2)  # 3x3 grid of 8x8 digits, 2 px padding
+
+
+def test_rerun_is_safe_and_never_demotes(pipeline, client, tracking_uri):
+    from genforge.config import spec_from_dict
+    from pipelines.stages import run_pipeline
+
+    spec, first = pipeline
+    again = run_pipeline(spec, echo=lambda m: None)
+    assert again.run_id == first.run_id and "evaluate" in again.skipped
+    assert again.registered["version"] == first.registered["version"]
+    assert again.champion_uri == first.champion_uri
+    # A different candidate under the same model name: promoted only if better beyond the noise.
+    other = run_pipeline(spec_from_dict({**_pipeline_spec("sweepy-2", tracking_uri), "tune": {
+        "num_samples": 1, "max_epochs": 1, "space": {"train.lr": {"choice": [1e-4]}}}}), echo=lambda m: None)
+    champion = client.get_model_version_by_alias("digits-vae-test", "champion")
+    decision = other.promotion
+    if decision["promoted"]:
+        assert decision["candidate_value"] < decision["previous_value"] - decision["noise"]
+    else:
+        assert int(champion.version) == first.registered["version"]
+
+
+def test_bad_search_space_is_a_one_line_error(tracking_uri):
+    from genforge.config import spec_from_dict
+    from genforge.errors import SpecError
+    from genforge.tuning.sweep import tune_sweep
+
+    spec = _pipeline_spec("bad-space", tracking_uri)
+    spec["tune"]["space"] = {"model.latent_dim": {"choice": [0, 8]}}
+    with pytest.raises(SpecError, match=r"tune.space.model.latent_dim: value 0"):
+        tune_sweep(spec_from_dict(spec), echo=lambda m: None)
+    with pytest.raises(SpecError, match="cannot be searched"):
+        spec_from_dict({**spec, "tune": {"space": {"train.epochs": {"choice": [1, 2]}}}})
