@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from genforge.cli import SET_HELP, cli
+from genforge.cli import SET_HELP, cli, run_on_ray
 from genforge.cli import main as genforge_main
 
 
@@ -24,18 +24,11 @@ def run(spec_path: str, overrides: tuple[str, ...], force: bool, as_json: bool) 
 
     Safe to re-run: finished stages are not redone. Ends with a summary table.
     """
-    import ray
-
     from genforge.config import load_spec
     from pipelines.stages import run_pipeline
 
     spec = load_spec(spec_path, overrides)
-    started_ray = not ray.is_initialized()
-    try:
-        result = run_pipeline(spec, force=force, echo=lambda m: click.echo(m, err=as_json))
-    finally:
-        if started_ray and ray.is_initialized():
-            ray.shutdown()
+    result = run_on_ray(lambda: run_pipeline(spec, force=force, echo=lambda m: click.echo(m, err=as_json)))
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
         return

@@ -16,6 +16,19 @@ from genforge.errors import RunError, SpecError
 SET_HELP = "Override a spec key, e.g. --set train.epochs=5 (repeatable; the value is parsed as YAML)."
 
 
+def run_on_ray(fn):
+    """Call fn(); if this call started Ray, shut it down after, which also flushes the forwarded worker
+    logs so the result line really is the last line on stdout."""
+    import ray
+
+    started = not ray.is_initialized()
+    try:
+        return fn()
+    finally:
+        if started and ray.is_initialized():
+            ray.shutdown()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="genforge")
 def cli() -> None:
@@ -56,16 +69,9 @@ def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bo
         click.echo(json.dumps(info) if as_json else json.dumps(info, indent=2))
         return
 
-    import ray
-
     from genforge.training.driver import train as run_training
 
-    started_ray = not ray.is_initialized()
-    try:
-        result = run_training(spec, echo=lambda msg: click.echo(msg, err=as_json))
-    finally:
-        if started_ray and ray.is_initialized():
-            ray.shutdown()  # flushes forwarded worker logs before the result line
+    result = run_on_ray(lambda: run_training(spec, echo=lambda msg: click.echo(msg, err=as_json)))
     if as_json:
         click.echo(result.to_json())
         return
@@ -90,18 +96,11 @@ def tune(spec_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """
     import json
 
-    import ray
-
     from genforge.config import load_spec
     from genforge.tuning.sweep import tune_sweep
 
     spec = load_spec(spec_path, overrides)
-    started_ray = not ray.is_initialized()
-    try:
-        result = tune_sweep(spec, echo=lambda m: click.echo(m, err=as_json))
-    finally:
-        if started_ray and ray.is_initialized():
-            ray.shutdown()
+    result = run_on_ray(lambda: tune_sweep(spec, echo=lambda m: click.echo(m, err=as_json)))
     if as_json:
         click.echo(json.dumps(result.to_dict(), default=str))
         return

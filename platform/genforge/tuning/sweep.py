@@ -153,6 +153,15 @@ def tune_sweep(spec: Spec, echo: Callable[[str], None] = print) -> SweepResult:
         client.set_terminated(parent, "FAILED")
         raise RunError(f"sweep failed: {exc}") from exc
 
+    if grid.num_terminated + grid.num_errors < len(grid):
+        # Ctrl-C: Tune saved the experiment and returned with trials unfinished.
+        for child in client.search_runs([client.get_run(parent).info.experiment_id],
+                                        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
+            client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(parent, "KILLED")
+        echo(f"[genforge] sweep {sweep} interrupted; its state is saved. Re-run the same command to resume it.")
+        raise KeyboardInterrupt
+
     from genforge.tuning.leaderboard import close_trials, log_leaderboard
 
     rows = close_trials(client, parent, grid, metric, spec.tune.mode, spec.tune.max_epochs)
