@@ -49,6 +49,7 @@ CASES = [
     (_merge(name="has spaces"), [], "name"),
     (_merge(train={"batch_size": 4096}), [], "larger than the training split"),
     (_merge(train={"epochs": "many"}), [], "train.epochs"),
+    (_merge(train={"storage_path": "s3://bucket/runs"}), [], "train.storage_path"),
     ({k: v for k, v in GOOD.items() if k != "name"}, [], "missing required key 'name'"),
     ("name: [unclosed\n", [], "invalid YAML at line"),
     ("- a list\n", [], "a spec is a mapping"),

@@ -85,6 +85,13 @@ class TrainConfig(_Section):
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (smoke tests).")
 
     @model_validator(mode="after")
+    def _check_storage(self) -> "TrainConfig":
+        # Resume bookkeeping reads the run directory with ordinary file I/O; object stores need a mount.
+        if self.storage_path and "://" in self.storage_path:
+            raise ValueError(f"storage_path: {self.storage_path!r}: use a local or mounted (NFS, s3fs) path, not a URI")
+        return self
+
+    @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":
         if self.batch_size < self.workers or self.batch_size % self.workers:
             raise ValueError(
@@ -264,6 +271,9 @@ def _format_error(source: str, err: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{source}: missing required key '{path}'"
     msg = first["msg"].removeprefix("Value error, ")
+    field, sep, rest = msg.partition(": ")
+    if sep and field.isidentifier():  # a cross-field check names its key: fold it into the path
+        path, msg = (f"{path}.{field}" if path != "(top level)" else field), rest
     value = first.get("input")
     shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
     return f"{source}: {path}: {msg}{shown}"
