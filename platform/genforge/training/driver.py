@@ -152,14 +152,17 @@ def _ensure_ray(spec: Spec) -> None:
     if not ray.is_initialized():
         # RAY_ADDRESS (a cluster, or inside `ray job submit`) is honoured by ray.init itself. The
         # dashboard stays on: Train's placement-group cleaner queries actor state through it.
-        ray.init(
-            logging_level="warning",
-            resources={TRIAL_DRIVER: 64},
-            runtime_env={"env_vars": {
-                "RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"],
-                **({"GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]} if "GENFORGE_CACHE" in os.environ else {}),
-            }},
-        )
+        env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"]}
+        if "GENFORGE_CACHE" in os.environ:
+            env_vars["GENFORGE_CACHE"] = os.environ["GENFORGE_CACHE"]
+        kwargs = {"logging_level": "warning", "runtime_env": {"env_vars": env_vars}}
+        try:
+            # A local cluster we start ourselves gets the custom resource Tune trial drivers hold.
+            ray.init(**kwargs, **({} if os.environ.get("RAY_ADDRESS") else {"resources": {TRIAL_DRIVER: 64}}))
+        except ValueError as exc:  # ray.init found an existing cluster: it takes no resources
+            if "existing cluster" not in str(exc):
+                raise
+            ray.init(**kwargs)
     if spec.train.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.train.workers:
         raise SpecError(
             f"train.use_gpu: {spec.train.workers} workers need {spec.train.workers} GPUs; "
