@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="genforge", standalone_mode=False)
     except click.exceptions.Abort:
-        _error("aborted", 130)
+        sys.exit(130)  # Ctrl-C: the command already said what it saved and how to continue
     except click.UsageError as exc:  # includes bad options and missing arguments: one line, exit 2
         _error(exc.format_message(), 2)
     except SpecError as exc:

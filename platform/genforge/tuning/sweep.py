@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -147,20 +148,21 @@ def tune_sweep(spec: Spec, echo: Callable[[str], None] = print) -> SweepResult:
     echo(f"[genforge] {spec.tune.num_samples} trials, {concurrency} at a time, {spec.tune.workers_per_trial} worker(s) "
          f"each, up to {spec.tune.max_epochs} epochs; objective {metric} ({spec.tune.mode}); search {spec.tune.search}, "
          f"scheduler {spec.tune.scheduler}")
+    # Tune's own Ctrl-C handler ends fit() quietly, indistinguishable from a finished sweep; without it,
+    # Ctrl-C raises KeyboardInterrupt here and the experiment state Tune saves as it goes is resumable.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
     try:
         grid = tuner.fit()
-    except Exception as exc:
-        client.set_terminated(parent, "FAILED")
-        raise RunError(f"sweep failed: {exc}") from exc
-
-    if grid.num_terminated + grid.num_errors < len(grid):
-        # Ctrl-C: Tune saved the experiment and returned with trials unfinished.
+    except KeyboardInterrupt:
         for child in client.search_runs([client.get_run(parent).info.experiment_id],
                                         f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
             client.set_terminated(child.info.run_id, "KILLED")
         client.set_terminated(parent, "KILLED")
-        echo(f"[genforge] sweep {sweep} interrupted; its state is saved. Re-run the same command to resume it.")
-        raise KeyboardInterrupt
+        echo(f"\n[genforge] sweep {sweep} interrupted. Re-run the same command to resume it.")
+        raise
+    except Exception as exc:
+        client.set_terminated(parent, "FAILED")
+        raise RunError(f"sweep failed: {exc}") from exc
 
     from genforge.tuning.leaderboard import close_trials, log_leaderboard
 
