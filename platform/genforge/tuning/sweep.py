@@ -122,7 +122,7 @@ def tune_sweep(spec: Spec, echo: Callable[[str], None] = print) -> SweepResult:
         if record["tracking_uri"] == uri and run_exists(client, record["parent_run_id"]):
             parent = record["parent_run_id"]
             reopen_run(client, parent, spec)
-            echo(f"[genforge] resuming sweep {sweep} (parent run {parent})")
+            echo(f"[genforge] sweep {sweep} exists (parent run {parent}): continuing it")
     if parent is None:
         exp_id = experiment_id(client, experiment, uri)
         parent = create_run(client, exp_id, spec, {"kind": "sweep", "metric": metric}, {"mlflow.runName": sweep})
