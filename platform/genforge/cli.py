@@ -202,15 +202,9 @@ TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else ./mlflo
 
 
 def _uri(tracking_uri: str | None) -> str:
-    from genforge.tracking.uri import resolve_tracking_uri
+    from genforge.tracking.uri import require_existing_store, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
-        if not Path(uri[len("sqlite:///"):]).is_file():
-            raise SpecError(f"no MLflow store at {uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
-    return uri
+    return require_existing_store(resolve_tracking_uri(tracking_uri))
 
 
 def _emit(payload, as_json: bool, text: str) -> None:

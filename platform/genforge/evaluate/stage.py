@@ -70,9 +70,9 @@ def evaluate_run(
     from genforge.tracking.evaluation_logging import log_evaluation
     from genforge.tracking.loading import load_run_model
 
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///"):]).is_file():
-        raise SpecError(f"no MLflow store at {tracking_uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
-    client = MlflowClient(tracking_uri)
+    from genforge.tracking.uri import require_existing_store
+
+    client = MlflowClient(require_existing_store(tracking_uri))
     run_id = resolve_run(client, run, model_uri)
     spec = run_spec(client, run_id, overrides or [])
     try:

@@ -46,3 +46,12 @@ def artifact_location(tracking_uri: str, experiment: str) -> str | None:
     """Artifacts of a local store go beside it, whatever directory the driver was started from."""
     base = local_store_dir(tracking_uri)
     return (base / "mlruns" / experiment).as_uri() if base else None
+
+
+def require_existing_store(tracking_uri: str) -> str:
+    """Commands that read runs must not create an empty SQLite store by looking for one."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri[len("sqlite:///") :]).is_file():
+        from genforge.errors import SpecError
+
+        raise SpecError(f"no MLflow store at {tracking_uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
+    return tracking_uri

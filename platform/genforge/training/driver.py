@@ -298,6 +298,11 @@ def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
     return model_uri
 
 
+def _completes(found: checkpoint.Found | None, epochs: int) -> bool:
+    """True when the checkpoint sits at the end of an epoch at or beyond the target."""
+    return found is not None and found.meta["position"]["epoch"] >= epochs and found.meta["position"]["batch"] == 0
+
+
 def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found | None, resumed: bool, model_uri=None) -> TrainResult:
     run = client.get_run(run_id)
     return TrainResult(
@@ -338,9 +343,9 @@ def train(
     if resumed:
         run_id = p.resume_run_id
         tags = client.get_run(run_id).data.tags
-        done = found.meta["position"] if found else None
-        if done and done["epoch"] >= spec.train.epochs and done["batch"] == 0 and tags.get("genforge.finalized_epochs") == str(done["epoch"]):
-            echo(f"[genforge] run {run_id} already trained {done['epoch']} epochs; nothing to do (raise train.epochs to continue)")
+        if _completes(found, spec.train.epochs) and tags.get("genforge.finalized_epochs") == str(found.meta["position"]["epoch"]):
+            echo(f"[genforge] run {run_id} already trained {found.meta['position']['epoch']} epochs; nothing to do "
+                 "(raise train.epochs to continue)")
             return _result(client, p, run_id, "FINISHED", found, True)
         reopen_run(client, run_id, spec)
         echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
@@ -353,14 +358,13 @@ def train(
         echo(f"[genforge] MLflow run {run_id} in experiment '{p.experiment}' ({p.tracking_uri})")
 
     try:
-        already_done = found is not None and found.meta["position"]["epoch"] >= spec.train.epochs and found.meta["position"]["batch"] == 0
         interrupted = False
-        if not already_done:
+        if not _completes(found, spec.train.epochs):
             echo(f"[genforge] training {spec.model.family} on {spec.data.dataset} with {spec.train.workers} worker(s), "
                  f"{'GPU' if spec.train.use_gpu else 'CPU'}; checkpoints in {p.run_dir}")
             _, interrupted = _fit(p, run_id, echo, callbacks)
         found = checkpoint.latest(p.run_dir)
-        complete = found is not None and found.meta["position"]["epoch"] >= spec.train.epochs and found.meta["position"]["batch"] == 0
+        complete = _completes(found, spec.train.epochs)
         if interrupted and not complete:
             end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")
             where = found.path if found else "no checkpoint yet"

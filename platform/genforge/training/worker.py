@@ -236,9 +236,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 epoch_metrics.update(trainer.evaluate(data.test, "test"))
             if inloop is not None and (pos.epoch % spec.evaluate.every_epochs == 0 or pos.epoch == t.epochs):
                 epoch_metrics["inloop_fid"] = inloop(family.sampler(trainer.modules()).eval())
-                for name, module in trainer.modules().items():
-                    if name != "G_ema":
-                        module.train()
+                _back_to_training(trainer)
             logger.log_metrics(epoch_metrics, step=pos.step)
             _log_grids(logger, trainer, family, data, device, spec, pos.epoch)
             shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")
@@ -252,8 +250,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def _log_grids(logger, trainer, family, data, device, spec, epoch: int) -> None:
     """The epoch's sample grid (rows per class for conditional models; input/reconstruction pairs for VAEs)."""
-    modules = {k: v for k, v in trainer.modules().items()}
-    sampler = family.sampler(modules).eval()
+    sampler = family.sampler(trainer.modules()).eval()
     with tempfile.TemporaryDirectory() as tmp:
         images, nrow = sample_images(
             sampler, spec.model.latent_dim, data.num_classes, device, seed=spec.train.seed, conditional=family.conditional
@@ -265,6 +262,11 @@ def _log_grids(logger, trainer, family, data, device, spec, epoch: int) -> None:
                 out = trainer.vae(x.to(device), y.to(device) if family.conditional else None)
             pairs = reconstruction_pairs(x, out.recon.cpu())
             logger.log_artifact(save_grid(pairs, 16, Path(tmp) / f"epoch_{epoch:04d}.png"), "reconstructions")
+    _back_to_training(trainer)
+
+
+def _back_to_training(trainer) -> None:
+    """Undo a sampler's eval(): every module trains again except the EMA generator, which always samples."""
     for name, module in trainer.modules().items():
-        if name != "G_ema":  # the EMA generator always samples in eval mode
+        if name != "G_ema":
             module.train()
