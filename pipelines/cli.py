@@ -10,15 +10,13 @@ import sys
 
 import click
 
-from genforge.cli import SET_HELP, cli, run_on_ray
+from genforge.cli import cli, run_on_ray, spec_command
 from genforge.cli import main as genforge_main
 
 
 @cli.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@spec_command
 @click.option("--force", is_flag=True, help="Evaluate again even if the run already has an evaluation.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last stdout line.")
 def run(spec_path: str, overrides: tuple[str, ...], force: bool, as_json: bool) -> None:
     """Run the stages SPEC declares (`stages:`): train or tune, evaluate, register, promote.
 

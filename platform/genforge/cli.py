@@ -14,6 +14,14 @@ import click
 from genforge.errors import RunError, SpecError
 
 SET_HELP = "Override a spec key, e.g. --set train.epochs=5 (repeatable; the value is parsed as YAML)."
+JSON_HELP = "Print the result as one JSON object on the last stdout line."
+
+
+def spec_command(fn):
+    """The shared face of commands that run a spec: SPEC, --set KEY=VALUE..., --json."""
+    fn = click.option("--json", "as_json", is_flag=True, help=JSON_HELP)(fn)
+    fn = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(fn)
+    return click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))(fn)
 
 
 def run_on_ray(fn):
@@ -36,10 +44,8 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@spec_command
 @click.option("--dry-run", is_flag=True, help="Validate the spec and data, print the plan, start nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last stdout line.")
 def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
     """Train the model a SPEC describes with Ray Train, tracked in MLflow.
 
@@ -85,9 +91,7 @@ def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bo
 
 
 @cli.command()
-@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on the last stdout line.")
+@spec_command
 def tune(spec_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Sweep the hyperparameters in SPEC's `tune` section with Ray Tune (Optuna TPE + ASHA by default).
 
