@@ -17,9 +17,9 @@ import torch
 from genforge.artifacts import LoadedModel, sampler_facts
 from genforge.config import spec_from_dict
 from genforge.data import load_dataset
-from genforge.evaluate.extractors import get_extractor
-from genforge.evaluate.reference import reference
-from genforge.evaluate.runner import evaluate_model
+from genforge.evaluator.extractors import get_extractor
+from genforge.evaluator.reference import reference
+from genforge.evaluator.metrics import evaluate_model
 from genforge.models import build_models, get_family
 
 

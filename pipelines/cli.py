@@ -23,7 +23,7 @@ def run(spec_path: str, overrides: tuple[str, ...], force: bool, as_json: bool) 
     Safe to re-run: finished stages are not redone. Ends with a summary table.
     """
     from genforge.config import load_spec
-    from pipelines.stages import run_pipeline
+    from pipelines.pipeline import run_pipeline
 
     spec = load_spec(spec_path, overrides)
     result = run_on_ray(lambda: run_pipeline(spec, force=force, echo=lambda m: click.echo(m, err=as_json)))

@@ -19,7 +19,7 @@ SMALL = ["evaluate.samples=400", "evaluate.seeds=2", "evaluate.kid_subsets=10", 
 
 @pytest.fixture(scope="module")
 def evaluated(family_runs):
-    from genforge.evaluate.stage import evaluate_run
+    from genforge.evaluator.run_evaluation import evaluate_run
 
     cache = {}
 
@@ -63,7 +63,7 @@ def test_metrics_per_family(family, evaluated, client):
 
 @pytest.mark.slow
 def test_re_evaluation_adds_no_second_metric_row(evaluated, family_runs, client):
-    from genforge.evaluate.stage import evaluate_run
+    from genforge.evaluator.run_evaluation import evaluate_run
 
     first = evaluated("vae")
     run = family_runs("vae")
@@ -80,8 +80,8 @@ def test_re_evaluation_adds_no_second_metric_row(evaluated, family_runs, client)
 def test_collapsed_generator_shows_in_diversity_and_coverage(family_runs, evaluated):
     from genforge.config import spec_from_dict
     from genforge.data import load_dataset
-    from genforge.evaluate.extractors import get_extractor
-    from genforge.evaluate.runner import evaluate_model
+    from genforge.evaluator.extractors import get_extractor
+    from genforge.evaluator.metrics import evaluate_model
     from genforge.tracking.loading import load_run_model
 
     healthy = evaluated("gan")["metrics"]
@@ -164,7 +164,7 @@ class TestInceptionLoading:
 
     def test_missing_weights_is_a_one_line_spec_error(self, tmp_path, monkeypatch):
         from genforge.errors import SpecError
-        from genforge.evaluate.extractors import inception_extractor
+        from genforge.evaluator.extractors import inception_extractor
 
         monkeypatch.delenv("GENFORGE_INCEPTION_WEIGHTS", raising=False)
         with pytest.raises(SpecError, match="pt_inception-2015-12-05-6726825d.pth") as info:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from genforge.errors import SpecError
-from genforge.registry.promotion import promote, rollback
+from genforge.model_registry.promotion import promote, rollback
 
 
 @pytest.fixture()

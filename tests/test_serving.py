@@ -25,8 +25,8 @@ def _free_port() -> int:
 
 
 def test_mlflow_models_serve_answers_a_latent_batch(family_runs, tracking_uri, tmp_path):
-    from genforge.registry.promotion import promote
-    from genforge.registry.versions import register_run
+    from genforge.model_registry.promotion import promote
+    from genforge.model_registry.versions import register_run
 
     run = family_runs("vae")
     small = ["evaluate.samples=300", "evaluate.seeds=2", "evaluate.kid_subsets=5", "evaluate.kid_subset_size=50",

@@ -29,7 +29,7 @@ def _pipeline_spec(name: str, tracking_uri: str, **tune) -> dict:
 @pytest.fixture(scope="module")
 def pipeline(ray_session, tracking_uri):
     from genforge.config import spec_from_dict
-    from pipelines.stages import run_pipeline
+    from pipelines.pipeline import run_pipeline
 
     spec = spec_from_dict(_pipeline_spec("sweepy", tracking_uri))
     return spec, run_pipeline(spec, echo=lambda m: None)
@@ -87,7 +87,7 @@ def test_generate_from_champion_in_a_fresh_process(pipeline, tracking_uri, tmp_p
 
 def test_rerun_is_safe_and_never_demotes(pipeline, client, tracking_uri):
     from genforge.config import spec_from_dict
-    from pipelines.stages import run_pipeline
+    from pipelines.pipeline import run_pipeline
 
     spec, first = pipeline
     again = run_pipeline(spec, echo=lambda m: None)

@@ -151,7 +151,7 @@ def evaluate(run_id, model_uri, samples, extractor, seed, seeds, overrides, trac
     bad = [o for o in overrides if not o.startswith("evaluate.")]
     if bad:
         raise click.UsageError(f"--set {bad[0]}: evaluate takes evaluate.* keys only")
-    from genforge.evaluate.stage import evaluate_run
+    from genforge.evaluator.run_evaluation import evaluate_run
     from genforge.tracking.uri import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -190,7 +190,7 @@ def extractor_train(dataset: str, root: str | None, epochs: int, tracking_uri: s
 
     from genforge.config import spec_from_dict
     from genforge.data import load_dataset
-    from genforge.evaluate.extractors import domain_extractor
+    from genforge.evaluator.extractors import domain_extractor
     from genforge.tracking.extractor_logging import log_extractor
     from genforge.tracking.uri import resolve_tracking_uri
 
@@ -225,7 +225,7 @@ def _emit(payload, as_json: bool, text: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON on the last stdout line.")
 def register(run_id: str, name: str | None, overrides: tuple[str, ...], tracking_uri: str | None, as_json: bool) -> None:
     """Register a run's model (evaluating it first if needed) with its metrics and protocol as tags."""
-    from genforge.registry.versions import register_run
+    from genforge.model_registry.versions import register_run
 
     bad = [o for o in overrides if not o.startswith("evaluate.")]
     if bad:
@@ -246,7 +246,7 @@ def register(run_id: str, name: str | None, overrides: tuple[str, ...], tracking
 def promote(model_name, version, alias, metric, mode, min_improvement, tracking_uri, as_json) -> None:
     """Move ALIAS to a version only if it beats the current holder under the same protocol by more than
     --min-improvement and the measured noise. Concurrent promotions are serialised."""
-    from genforge.registry.promotion import promote as do_promote
+    from genforge.model_registry.promotion import promote as do_promote
 
     d = do_promote(_uri(tracking_uri), model_name, version, alias, metric, mode, min_improvement)
     verdict = "PROMOTED" if d.promoted else "not promoted"
@@ -260,7 +260,7 @@ def promote(model_name, version, alias, metric, mode, min_improvement, tracking_
 @click.option("--json", "as_json", is_flag=True)
 def rollback(model_name: str, alias: str, tracking_uri: str | None, as_json: bool) -> None:
     """Give ALIAS back to the version the current holder took it from."""
-    from genforge.registry.promotion import rollback as do_rollback
+    from genforge.model_registry.promotion import rollback as do_rollback
 
     r = do_rollback(_uri(tracking_uri), model_name, alias)
     _emit(r, as_json, f"{model_name} @{alias}: version {r['from_version']} -> {r['to_version']}")
@@ -280,7 +280,7 @@ def generate(model_uri: str, count: int, label: int | None, seed: int, out: str,
     import torch
     from mlflow import MlflowClient
 
-    from genforge.evaluate.stage import resolve_run
+    from genforge.evaluator.run_evaluation import resolve_run
     from genforge.images import save_grid
     from genforge.tracking.loading import load_run_model
 
@@ -305,7 +305,7 @@ def generate(model_uri: str, count: int, label: int | None, seed: int, out: str,
 @click.option("--json", "as_json", is_flag=True)
 def models_cmd(name: str | None, tracking_uri: str | None, as_json: bool) -> None:
     """List registered models: versions, aliases, FID and protocol."""
-    from genforge.registry.versions import list_models
+    from genforge.model_registry.versions import list_models
 
     rows = list_models(_uri(tracking_uri), name)
     if as_json:

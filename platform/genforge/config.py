@@ -46,7 +46,12 @@ class ModelConfig(_Section):
     width: int = Field(32, ge=4, description="Channels of the first conv layer; doubles per resolution.")
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="VAE decoder likelihood.")
     gan_loss: Literal["nonsaturating", "hinge"] = Field("nonsaturating", description="Adversarial loss.")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling.")
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling (the decay at full length).")
+    ema_rampup: float = Field(
+        0.05, ge=0.0, le=1.0,
+        description="EMA ramp-up (Karras et al. 2020/2022): the EMA half-life is capped at this share of the steps done, "
+        "so early EMA follows G instead of holding its initial weights; 0 = constant ema_decay from step 1.",
+    )
     spectral_norm: bool = Field(False, description="Spectral norm on D's layers (Miyato et al. 2018).")
     r1_gamma: float = Field(0.0, ge=0.0, description="R1 gradient penalty weight on real data; 0 = off.")
     diffaugment: str = Field("", description="DiffAugment policy, e.g. 'color,translation,cutout'.")

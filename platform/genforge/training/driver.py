@@ -99,7 +99,7 @@ def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool =
     if record_path.is_file():
         _plan_resume(p, json.loads(record_path.read_text()))
     if prepare_inloop:
-        from genforge.evaluate.inloop import prepare
+        from genforge.evaluator.inloop import prepare
 
         p.inloop = prepare(spec, data, echo)
     return p

@@ -25,8 +25,8 @@ from genforge.data import load_dataset
 from genforge.images import reconstruction_pairs, sample_images, save_grid
 from genforge.models import build_models, get_family
 from genforge.training import checkpoint
-from genforge.training.adversarial import AdversarialTrainer
-from genforge.training.likelihood import LikelihoodTrainer
+from genforge.training.adversarial_trainer import AdversarialTrainer
+from genforge.training.likelihood_trainer import LikelihoodTrainer
 
 PATTERNS = {"adversarial": AdversarialTrainer, "likelihood": LikelihoodTrainer}
 
@@ -150,7 +150,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     stop_flag = config.get("stop_flag")
     inloop = None
     if rank == 0 and config.get("inloop"):
-        from genforge.evaluate.inloop import InLoopFID
+        from genforge.evaluator.inloop import InLoopFID
 
         inloop = InLoopFID(config["inloop"], spec, data.num_classes, family.conditional, device)
 

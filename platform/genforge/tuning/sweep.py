@@ -108,7 +108,7 @@ def tune_sweep(spec: Spec, echo: Callable[[str], None] = print) -> SweepResult:
     sweep = f"{spec.name}-sweep"
     experiment = spec.tracking.experiment or spec.name
     if metric == "inloop_fid":  # trials load the extractor from the cache; train it once, here
-        from genforge.evaluate.inloop import prepare
+        from genforge.evaluator.inloop import prepare
 
         prepare(spec.model_copy(update={"evaluate": spec.evaluate.model_copy(update={"every_epochs": 1})}), data, echo)
 

@@ -16,7 +16,7 @@ from evaluation.extractors import DomainClassifier, DomainExtractor, InceptionEx
 from evaluation.extractors.inception import InceptionWeightsError
 from genforge.data import ImageSplits
 from genforge.errors import SpecError
-from genforge.evaluate.cache import cache_dir, publish_dir, staging_dir
+from genforge.evaluator.cache import cache_dir, publish_dir, staging_dir
 
 DOMAIN_SEED = 0  # fixed: the extractor is part of the protocol, not of the model under test
 

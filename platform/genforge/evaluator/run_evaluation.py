@@ -65,8 +65,8 @@ def evaluate_run(
     from mlflow.exceptions import MlflowException
 
     from genforge.data import load_dataset
-    from genforge.evaluate.extractors import get_extractor
-    from genforge.evaluate.runner import evaluate_model
+    from genforge.evaluator.extractors import get_extractor
+    from genforge.evaluator.metrics import evaluate_model
     from genforge.tracking.evaluation_logging import log_evaluation
     from genforge.tracking.loading import load_run_model
 

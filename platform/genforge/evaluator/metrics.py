@@ -20,8 +20,8 @@ import torch
 import evaluation as ev
 from genforge.artifacts import LoadedModel
 from genforge.data import ImageSplits
-from genforge.evaluate.protocol import Protocol
-from genforge.evaluate.reference import Reference, reference
+from genforge.evaluator.protocol import Protocol
+from genforge.evaluator.reference import Reference, reference
 from genforge.models.vae import log_importance_weights
 
 

@@ -55,7 +55,7 @@ def run_pipeline(spec: Spec, force: bool = False, echo: Callable[[str], None] = 
             result.run_id, result.best_config = sweep.best_run_id, sweep.best_config
             result.sweep_parent_run_id = sweep.parent_run_id
         elif stage == "evaluate":
-            from genforge.evaluate.stage import evaluate_run
+            from genforge.evaluator.run_evaluation import evaluate_run
 
             client = client or MlflowClient(uri)
             evaluated = "genforge.eval.protocol_hash" in client.get_run(_need_run(result, stage)).data.tags
@@ -65,12 +65,12 @@ def run_pipeline(spec: Spec, force: bool = False, echo: Callable[[str], None] = 
             else:
                 evaluate_run(uri, result.run_id, echo=echo)
         elif stage == "register":
-            from genforge.registry.versions import register_run
+            from genforge.model_registry.versions import register_run
 
             result.registered = register_run(uri, _need_run(result, stage), spec.model_name, echo=echo)
             result.registered_model_uri = result.registered["uri"]
         elif stage == "promote":
-            from genforge.registry.promotion import promote
+            from genforge.model_registry.promotion import promote
 
             p = spec.promote
             decision = promote(uri, result.registered["name"], result.registered["version"], p.alias, p.metric, p.mode,

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from genforge.errors import SpecError
-from genforge.registry.lock import promotion_lock
+from genforge.model_registry.lock import promotion_lock
 
 
 def _tag(alias: str, key: str) -> str:

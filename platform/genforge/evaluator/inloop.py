@@ -20,8 +20,8 @@ def prepare(spec, data, echo=print) -> dict[str, Any] | None:
     """Driver side: make sure extractor and reference exist; return what workers need to load them."""
     if not spec.evaluate.every_epochs:
         return None
-    from genforge.evaluate.extractors import domain_extractor
-    from genforge.evaluate.reference import reference
+    from genforge.evaluator.extractors import domain_extractor
+    from genforge.evaluator.reference import reference
 
     extractor, meta, path = domain_extractor(data, spec.evaluate.extractor_epochs, echo)
     ref = reference(extractor, data, spec.evaluate.reference_split)
@@ -30,7 +30,7 @@ def prepare(spec, data, echo=print) -> dict[str, Any] | None:
 
 class InLoopFID:
     def __init__(self, paths: dict[str, Any], spec, num_classes: int, conditional: bool, device: torch.device) -> None:
-        from genforge.evaluate.extractors import load_domain
+        from genforge.evaluator.extractors import load_domain
 
         with torch.random.fork_rng(devices=[]):  # building the network draws init weights: keep training's RNG
             self.extractor, _ = load_domain(Path(paths["extractor_dir"]), device)

@@ -31,7 +31,7 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from genforge.evaluate.stage import evaluate_run, resolve_run, run_spec
+    from genforge.evaluator.run_evaluation import evaluate_run, resolve_run, run_spec
 
     client = MlflowClient(tracking_uri)
     run_id = resolve_run(client, run_id, None)

@@ -15,7 +15,7 @@ import torch
 
 from evaluation import FeatureStats, feature_stats
 from genforge.data import ImageSplits
-from genforge.evaluate.cache import cache_dir
+from genforge.evaluator.cache import cache_dir
 
 
 @dataclass
