@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LINTED := platform evaluation pipelines tests benchmarks
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 install: $(STAMP)
 
@@ -17,8 +18,11 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/genforge run pipelines/quickstart.yaml
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+
+test: lint
 	$(BIN)/python -m pytest tests
 
 clean:
-	rm -rf mlflow.db mlartifacts genforge_runs
+	rm -rf mlflow.db mlartifacts mlruns genforge_runs

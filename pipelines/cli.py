@@ -1,67 +1,66 @@
-"""The `genforge` console script: genforge's commands plus `run`, the whole pipeline.
+"""The `genforge` command line: a thin click layer over genforge's Python API (and `pipelines.run`).
 
-`run` lives here, not in genforge.cli, because it composes stages: pipelines -> genforge, never back.
+Exit codes: 0 success; 2 bad input (one line on stderr naming the problem, nothing created in
+MLflow); 1 a failure during the run; 130 stopped by Ctrl-C (a checkpoint was written). Heavy
+libraries (torch, Ray, MLflow) are imported inside commands so `--help` and input errors are fast.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 
 import click
 
-from genforge.cli import cli, run_on_ray, spec_command
-from genforge.cli import main as genforge_main
+from genforge.errors import RunError, SpecError
+from pipelines.commands import catalogue, evaluation, registry, training
 
 
-@cli.command()
-@spec_command
-@click.option("--force", is_flag=True, help="Evaluate again even if the run already has an evaluation.")
-def run(spec_path: str, overrides: tuple[str, ...], force: bool, as_json: bool) -> None:
-    """Run the stages SPEC declares (`stages:`): train or tune, evaluate, register, promote.
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genforge")
+@click.option("-v", "--verbose", is_flag=True, help="Also show Ray's and MLflow's own output (worker logs, Tune tables).")
+def cli(verbose: bool) -> None:
+    """Train, tune, evaluate and ship image generative models with Ray and MLflow."""
+    import logging
 
-    Safe to re-run: finished stages are not redone. Ends with a summary table.
-    """
-    from genforge.config import load_spec
-    from pipelines.pipeline import run_pipeline
-
-    spec = load_spec(spec_path, overrides)
-    result = run_on_ray(lambda: run_pipeline(spec, force=force, echo=lambda m: click.echo(m, err=as_json)))
-    if as_json:
-        click.echo(json.dumps(result.to_dict(), default=str))
-        return
-    _summary(result)
+    if verbose:
+        os.environ["GENFORGE_VERBOSE"] = "1"  # read by genforge.ray_runtime, and inherited by Ray workers
+    logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-def _summary(r) -> None:
-    from rich.console import Console
-    from rich.table import Table
+for command in (training.train, training.tune, training.run, evaluation.evaluate, evaluation.extractor,
+                registry.register, registry.promote, registry.rollback, registry.models, registry.generate,
+                catalogue.datasets, catalogue.families):
+    cli.add_command(command)
 
-    table = Table(title=f"genforge run {r.name}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    table.add_row("stages", " -> ".join(r.stages) + (f"  (skipped: {', '.join(r.skipped)})" if r.skipped else ""))
-    table.add_row("run", str(r.run_id))
-    if r.best_config:
-        table.add_row("best config", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_config.items()))
-    for key in ("fid", "fid_std", "kid", "precision", "recall", "coverage", "val_neg_elbo", "test_neg_elbo", "nll_iw_k64"):
-        if key in r.metrics:
-            table.add_row(key, f"{r.metrics[key]:.4f}")
-    if r.protocol:
-        table.add_row("protocol", r.protocol)
-    if r.registered:
-        table.add_row("registered", f"{r.registered['name']} version {r.registered['version']} ({r.registered_model_uri})")
-    if r.promotion:
-        verdict = "promoted" if r.promotion["promoted"] else "not promoted"
-        table.add_row("promotion", f"{verdict}: {r.promotion['reason']}")
-    if r.champion_uri:
-        table.add_row("champion", r.champion_uri)
-    table.add_row("look", f"mlflow ui --backend-store-uri {r.tracking_uri}")
-    Console(width=None if sys.stdout.isatty() else 140).print(table)
+
+def _error(message: str, code: int) -> None:
+    click.echo(f"genforge: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
-    genforge_main(argv)
+    """Console-script entry point: run the group, turn every error into one line and an exit code."""
+    import logging
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for messages
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
+    try:
+        cli.main(args=argv, prog_name="genforge", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)  # Ctrl-C: the command already said what it saved and how to continue
+    except click.UsageError as exc:  # includes bad options and missing arguments: one line, exit 2
+        _error(exc.format_message(), 2)
+    except SpecError as exc:
+        _error(str(exc), 2)
+    except RunError as exc:
+        _error(str(exc), 1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # an unexpected failure: one line, the traceback on request
+        if os.environ.get("GENFORGE_DEBUG"):
+            raise
+        _error(f"{type(exc).__name__}: {exc} (set GENFORGE_DEBUG=1 for the traceback)", 1)
 
 
 if __name__ == "__main__":

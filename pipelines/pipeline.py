@@ -1,8 +1,8 @@
-"""Stage composition for `genforge run`: (train | tune) -> evaluate -> register -> promote.
+"""`genforge run`: the spec's stages composed from genforge's Python API.
 
-Each stage is safe to re-run: training and sweeps resume or find nothing to do, an evaluated run is
-not evaluated again (unless forced), registering a registered run returns its version, and promotion
-re-checks the evidence under the lock.
+(train | tune) -> evaluate -> register -> promote. Each stage is safe to re-run: training and sweeps
+resume or find nothing to do, an evaluated run is not evaluated again (unless forced), registering a
+registered run returns its version, and promotion re-checks the evidence under the lock.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+import genforge
 from genforge.config import Spec
 
 
@@ -33,60 +34,57 @@ class PipelineResult:
         return asdict(self)
 
 
-def run_pipeline(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) -> PipelineResult:
+def _train(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    result.run_id = genforge.train(spec, echo=echo).run_id
+
+
+def _tune(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    sweep = genforge.tune(spec, echo=echo)
+    result.run_id, result.best_config, result.sweep_parent_run_id = sweep.best_run_id, sweep.best_config, sweep.parent_run_id
+
+
+def _evaluate(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    from mlflow import MlflowClient
+
+    evaluated = "genforge.eval.protocol_hash" in MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags
+    if evaluated and not force:
+        result.skipped.append("evaluate")
+        echo(f"[genforge] run {result.run_id} is already evaluated (--force to evaluate again)")
+        return
+    genforge.evaluate(result.run_id, tracking_uri=result.tracking_uri, echo=echo)
+
+
+def _register(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    version = genforge.register(result.run_id, name=spec.model_name, tracking_uri=result.tracking_uri, echo=echo)
+    result.registered, result.registered_model_uri = version.to_dict(), version.uri
+
+
+def _promote(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    p = spec.promote
+    decision = genforge.promote(result.registered["name"], version=result.registered["version"], alias=p.alias,
+                                metric=p.metric, mode=p.mode, min_improvement=p.min_improvement,
+                                tracking_uri=result.tracking_uri)
+    result.promotion = decision.to_dict()
+    echo(f"[genforge] {'PROMOTED' if decision.promoted else 'not promoted'}: {decision.reason}")
+    if decision.promoted or decision.previous == decision.candidate:
+        result.champion_uri = f"models:/{decision.name}@{decision.alias}"
+
+
+STAGE_FUNCTIONS = {"train": _train, "tune": _tune, "evaluate": _evaluate, "register": _register, "promote": _promote}
+
+
+def run(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) -> PipelineResult:
+    """Run `spec.stages` in order (the spec's validation guarantees train or tune comes first)."""
     from mlflow import MlflowClient
 
     from genforge.tracking.uri import resolve_tracking_uri
 
-    uri = resolve_tracking_uri(spec.tracking.uri)
-    result = PipelineResult(spec.name, uri, list(spec.stages))
-    client = None
+    result = PipelineResult(spec.name, resolve_tracking_uri(spec.tracking.uri), list(spec.stages))
     for stage in spec.stages:
         echo(f"\n[genforge] === stage: {stage} ===")
-        if stage == "train":
-            from genforge.training.driver import train
-
-            trained = train(spec, echo=echo)
-            result.run_id = trained.run_id
-        elif stage == "tune":
-            from genforge.tuning.sweep import tune_sweep
-
-            sweep = tune_sweep(spec, echo=echo)
-            result.run_id, result.best_config = sweep.best_run_id, sweep.best_config
-            result.sweep_parent_run_id = sweep.parent_run_id
-        elif stage == "evaluate":
-            from genforge.evaluator.run_evaluation import evaluate_run
-
-            client = client or MlflowClient(uri)
-            evaluated = "genforge.eval.protocol_hash" in client.get_run(_need_run(result, stage)).data.tags
-            if evaluated and not force:
-                result.skipped.append("evaluate")
-                echo(f"[genforge] run {result.run_id} is already evaluated (--force to evaluate again)")
-            else:
-                evaluate_run(uri, result.run_id, echo=echo)
-        elif stage == "register":
-            from genforge.model_registry.versions import register_run
-
-            result.registered = register_run(uri, _need_run(result, stage), spec.model_name, echo=echo)
-            result.registered_model_uri = result.registered["uri"]
-        elif stage == "promote":
-            from genforge.model_registry.promotion import promote
-
-            p = spec.promote
-            decision = promote(uri, result.registered["name"], result.registered["version"], p.alias, p.metric, p.mode,
-                               p.min_improvement)
-            result.promotion = decision.to_dict()
-            echo(f"[genforge] {'PROMOTED' if decision.promoted else 'not promoted'}: {decision.reason}")
-            if decision.promoted or decision.previous == decision.candidate:
-                result.champion_uri = f"models:/{decision.name}@{decision.alias}"
+        STAGE_FUNCTIONS[stage](spec, result, force, echo)
     if result.run_id:
-        client = client or MlflowClient(uri)
-        run = client.get_run(result.run_id)
-        result.metrics = {k: v for k, v in sorted(run.data.metrics.items()) if not k.startswith("train/")}
-        result.protocol = run.data.tags.get("genforge.eval.protocol_name")
+        run_data = MlflowClient(result.tracking_uri).get_run(result.run_id).data
+        result.metrics = {k: v for k, v in sorted(run_data.metrics.items()) if not k.startswith("train/")}
+        result.protocol = run_data.tags.get("genforge.eval.protocol_name")
     return result
-
-
-def _need_run(result: PipelineResult, stage: str) -> str:
-    assert result.run_id, f"{stage} runs after train or tune (the spec validation guarantees it)"
-    return result.run_id

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genforge.cli import main
+from pipelines.cli import main
 
 GOOD = {"name": "ok", "data": {"dataset": "digits"}, "model": {"family": "vae"}, "train": {"epochs": 1}}
 
@@ -99,7 +99,7 @@ def test_real_process_exit_code_and_single_line(tmp_path):
     """The installed console script, not just main(): no tracebacks or boxed panels."""
     path = _write(tmp_path, _merge(model={"latnt_dim": 4}))
     proc = subprocess.run(
-        [sys.executable, "-m", "genforge.cli", "train", str(path)], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-m", "pipelines.cli", "train", str(path)], capture_output=True, text=True, cwd=tmp_path
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"genforge: error: {path}: unknown key 'model.latnt_dim'"

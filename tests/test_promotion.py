@@ -72,7 +72,7 @@ def test_rollback_restores_the_previous_holder(registry):
     v1, v2 = add(10.0), add(5.0)
     promote(uri, "m", v1)
     promote(uri, "m", v2)
-    assert rollback(uri, "m")["to_version"] == v1 and _holder(client) == v1
+    assert rollback(uri, "m").to_version == v1 and _holder(client) == v1
     with pytest.raises(SpecError, match="nothing to roll back"):
         rollback(uri, "m")
 

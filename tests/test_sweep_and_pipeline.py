@@ -28,11 +28,11 @@ def _pipeline_spec(name: str, tracking_uri: str, **tune) -> dict:
 
 @pytest.fixture(scope="module")
 def pipeline(ray_session, tracking_uri):
+    import pipelines
     from genforge.config import spec_from_dict
-    from pipelines.pipeline import run_pipeline
 
     spec = spec_from_dict(_pipeline_spec("sweepy", tracking_uri))
-    return spec, run_pipeline(spec, echo=lambda m: None)
+    return spec, pipelines.run(spec, echo=lambda m: None)
 
 
 def test_parent_and_child_runs(pipeline, client):
@@ -86,23 +86,26 @@ def test_generate_from_champion_in_a_fresh_process(pipeline, tracking_uri, tmp_p
 
 
 def test_rerun_is_safe_and_never_demotes(pipeline, client, tracking_uri):
+    import pipelines
     from genforge.config import spec_from_dict
-    from pipelines.pipeline import run_pipeline
 
     spec, first = pipeline
-    again = run_pipeline(spec, echo=lambda m: None)
+    again = pipelines.run(spec, echo=lambda m: None)
     assert again.run_id == first.run_id and "evaluate" in again.skipped
     assert again.registered["version"] == first.registered["version"]
     assert again.champion_uri == first.champion_uri
-    # A different candidate under the same model name: promoted only if better beyond the noise.
-    other = run_pipeline(spec_from_dict({**_pipeline_spec("sweepy-2", tracking_uri), "tune": {
-        "num_samples": 1, "max_epochs": 1, "space": {"train.lr": {"choice": [1e-4]}}}}), echo=lambda m: None)
-    champion = client.get_model_version_by_alias("digits-vae-test", "champion")
+    # A candidate known to be worse under the same model name: one step at a learning rate that leaves the
+    # initial weights in place. It is registered, refused, and the champion stays.
+    worse = _pipeline_spec("sweepy-untrained", tracking_uri)
+    worse["train"].update(max_steps_per_epoch=1)
+    worse["tune"] = {"num_samples": 1, "max_epochs": 1, "scheduler": "none", "space": {"train.lr": {"choice": [1e-9]}}}
+    other = pipelines.run(spec_from_dict(worse), echo=lambda m: None)
     decision = other.promotion
-    if decision["promoted"]:
-        assert decision["candidate_value"] < decision["previous_value"] - decision["noise"]
-    else:
-        assert int(champion.version) == first.registered["version"]
+    assert other.registered["version"] != first.registered["version"]
+    assert not decision["promoted"] and decision["previous"] == first.registered["version"]
+    assert decision["candidate_value"] > decision["previous_value"] + decision["noise"], decision
+    champion = client.get_model_version_by_alias("digits-vae-test", "champion")
+    assert int(champion.version) == first.registered["version"] and other.champion_uri is None
 
 
 def test_bad_search_space_is_a_one_line_error(tracking_uri):

@@ -101,7 +101,21 @@ def promote(tracking_uri: str, name: str, version: int | None = None, alias: str
     return Decision(name, alias, number, previous, promoted, reason, metric, value, h_value, noise)
 
 
-def rollback(tracking_uri: str, name: str, alias: str = "champion") -> dict[str, Any]:
+@dataclass
+class Rollback:
+    """The alias moved back: from the holder to the version it took the alias from."""
+
+    name: str
+    alias: str
+    from_version: int
+    to_version: int
+    uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rollback(tracking_uri: str, name: str, alias: str = "champion") -> Rollback:
     """Give the alias back to the version the current holder took it from."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -118,5 +132,4 @@ def rollback(tracking_uri: str, name: str, alias: str = "champion") -> dict[str,
         client.set_registered_model_alias(name, alias, previous)
         client.set_model_version_tag(name, holder.version, _tag(alias, "rolled_back"), time.strftime("%Y-%m-%dT%H:%M:%S"))
         client.set_model_version_tag(name, previous, _tag(alias, "restored_from"), holder.version)
-    return {"name": name, "alias": alias, "from_version": int(holder.version), "to_version": int(previous),
-            "uri": f"models:/{name}@{alias}"}
+    return Rollback(name, alias, int(holder.version), int(previous), f"models:/{name}@{alias}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from genforge.errors import SpecError
@@ -9,29 +10,48 @@ from genforge.errors import SpecError
 EVAL = "genforge.eval."
 
 
-def version_summary(v) -> dict[str, Any]:
-    return {
-        "name": v.name,
-        "version": int(v.version),
-        "run_id": v.run_id,
-        "aliases": list(getattr(v, "aliases", []) or []),
-        "fid": v.tags.get("fid"),
-        "fid_std": v.tags.get("fid_std"),
-        "protocol": v.tags.get("protocol_name"),
-        "protocol_hash": v.tags.get("protocol_hash"),
-        "uri": f"models:/{v.name}/{v.version}",
-    }
+@dataclass
+class RegisteredVersion:
+    """One model version as `genforge register` and `genforge models` report it."""
+
+    name: str
+    version: int
+    run_id: str
+    uri: str
+    aliases: list[str] = field(default_factory=list)
+    fid: str | None = None
+    fid_std: str | None = None
+    protocol: str | None = None
+    protocol_hash: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def version_summary(v) -> RegisteredVersion:
+    return RegisteredVersion(
+        name=v.name,
+        version=int(v.version),
+        run_id=v.run_id,
+        uri=f"models:/{v.name}/{v.version}",
+        aliases=list(getattr(v, "aliases", []) or []),
+        fid=v.tags.get("fid"),
+        fid_std=v.tags.get("fid_std"),
+        protocol=v.tags.get("protocol_name"),
+        protocol_hash=v.tags.get("protocol_hash"),
+    )
 
 
 def register_run(tracking_uri: str, run_id: str, name: str | None = None, overrides: list[str] | None = None,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 echo: Callable[[str], None] = print) -> RegisteredVersion:
     """Evaluate the run first if it has no evaluation, then register its MLflow model. Registering the
     same run under the same name again returns the existing version."""
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from genforge.evaluator.run_evaluation import evaluate_run, resolve_run, run_spec
+    from genforge.evaluator.run_evaluation import evaluate_run
+    from genforge.tracking.lookup import resolve_run, run_spec
 
     client = MlflowClient(tracking_uri)
     run_id = resolve_run(client, run_id, None)
@@ -79,7 +99,7 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     return version_summary(client.get_model_version(name, v.version))
 
 
-def list_models(tracking_uri: str, name: str | None = None) -> list[dict[str, Any]]:
+def list_models(tracking_uri: str, name: str | None = None) -> list[RegisteredVersion]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)

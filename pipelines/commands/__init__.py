@@ -1,0 +1,1 @@
+"""The click commands, one module per area; `pipelines.cli` adds them to the group explicitly."""

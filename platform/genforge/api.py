@@ -1,0 +1,163 @@
+"""genforge's Python API: the functions behind every command, with typed arguments and dataclass results.
+
+Each function returns the object the matching command prints with `--json` (its `to_dict()`), raises
+`SpecError` for bad input and `RunError` for a failure after work started, and imports its heavy
+libraries (torch, Ray, MLflow) only when called, so `import genforge` stays fast.
+
+    import genforge
+    run = genforge.train("pipelines/quickstart.yaml", ["train.epochs=5"])
+    ev = genforge.evaluate(run.run_id, tracking_uri=run.tracking_uri)
+    version = genforge.register(run.run_id, tracking_uri=run.tracking_uri)
+    decision = genforge.promote(version.name, version=version.version, tracking_uri=run.tracking_uri)
+    images = genforge.generate(f"models:/{version.name}@champion", 16).images
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+if TYPE_CHECKING:  # only for annotations: importing these costs torch, Ray or MLflow
+    import torch
+
+    from genforge.artifacts import LoadedModel
+    from genforge.config import Spec
+    from genforge.evaluator.run_evaluation import EvaluationResult
+    from genforge.model_registry.promotion import Decision, Rollback
+    from genforge.model_registry.versions import RegisteredVersion
+    from genforge.training.driver import TrainResult
+    from genforge.tuning.sweep import SweepResult
+
+Echo = Callable[[str], None]
+
+
+def as_spec(spec: "Spec | str | Path", overrides: Sequence[str] = ()) -> "Spec":
+    """A validated Spec from a Spec (overrides applied to a copy) or a YAML path."""
+    from genforge.config import Spec, load_spec, spec_from_dict
+
+    if isinstance(spec, Spec):
+        return spec_from_dict(spec.model_dump(mode="json", by_alias=True), overrides) if overrides else spec
+    return load_spec(spec, overrides)
+
+
+def _store(tracking_uri: str | None) -> str:
+    """An absolute tracking URI of an existing store (reading commands never create an empty one)."""
+    from genforge.tracking.uri import require_existing_store, resolve_tracking_uri
+
+    return require_existing_store(resolve_tracking_uri(tracking_uri))
+
+
+def train(spec: "Spec | str | Path", overrides: Sequence[str] = (), *, echo: Echo = print) -> "TrainResult":
+    """Train (or continue) the run the spec names with Ray Train; see `genforge train`."""
+    from genforge.training.driver import train as run_training
+
+    return run_training(as_spec(spec, overrides), echo=echo)
+
+
+def tune(spec: "Spec | str | Path", overrides: Sequence[str] = (), *, echo: Echo = print) -> "SweepResult":
+    """Sweep the spec's `tune.space` with Ray Tune; see `genforge tune`."""
+    from genforge.tuning.sweep import tune_sweep
+
+    return tune_sweep(as_spec(spec, overrides), echo=echo)
+
+
+def evaluate(run_id: str | None = None, *, model_uri: str | None = None, overrides: Sequence[str] = (),
+             tracking_uri: str | None = None, echo: Echo = print) -> "EvaluationResult":
+    """Evaluate a run (or the run behind a model URI) and log the metrics to it; see `genforge evaluate`."""
+    from genforge.errors import SpecError
+    from genforge.evaluator.run_evaluation import evaluate_run
+
+    if bool(run_id) == bool(model_uri):
+        raise SpecError("give exactly one of --run RUN_ID or --model MODEL_URI")
+    return evaluate_run(_store(tracking_uri), run_id, model_uri, list(overrides), echo=echo)
+
+
+def register(run_id: str, *, name: str | None = None, overrides: Sequence[str] = (), tracking_uri: str | None = None,
+             echo: Echo = print) -> "RegisteredVersion":
+    """Register a run's model (evaluating it first if needed); see `genforge register`."""
+    from genforge.model_registry.versions import register_run
+
+    return register_run(_store(tracking_uri), run_id, name, list(overrides), echo=echo)
+
+
+def promote(name: str, *, version: int | None = None, alias: str = "champion", metric: str = "fid", mode: str = "min",
+            min_improvement: float = 0.0, tracking_uri: str | None = None) -> "Decision":
+    """Move `alias` to `version` (default: the latest) only if it beats the holder; see `genforge promote`."""
+    from genforge.model_registry.promotion import promote as decide
+
+    return decide(_store(tracking_uri), name, version, alias, metric, mode, min_improvement)
+
+
+def rollback(name: str, *, alias: str = "champion", tracking_uri: str | None = None) -> "Rollback":
+    """Give `alias` back to the version its holder took it from; see `genforge rollback`."""
+    from genforge.model_registry.promotion import rollback as restore
+
+    return restore(_store(tracking_uri), name, alias)
+
+
+def _model_run(model_uri: str, tracking_uri: str | None) -> tuple[str, str]:
+    """(store URI, run id) of a run id or a model URI."""
+    from mlflow import MlflowClient
+
+    from genforge.tracking.lookup import resolve_run
+
+    uri = _store(tracking_uri)
+    is_uri = model_uri.startswith(("runs:/", "models:/"))
+    return uri, resolve_run(MlflowClient(uri), None if is_uri else model_uri, model_uri if is_uri else None)
+
+
+def list_models(name: str | None = None, *, tracking_uri: str | None = None) -> "list[RegisteredVersion]":
+    """Every version of every registered model (or of `name`); see `genforge models`."""
+    from genforge.model_registry.versions import list_models as versions
+
+    return versions(_store(tracking_uri), name)
+
+
+def load_model(model_uri: str, *, tracking_uri: str | None = None, device: str = "cpu") -> "LoadedModel":
+    """The platform model behind a run id or model URI (sha256-verified safetensors, no unpickling)."""
+    from genforge.tracking.loading import load_run_model
+
+    return load_run_model(*_model_run(model_uri, tracking_uri), device=device)
+
+
+@dataclass
+class Generated:
+    """Images drawn by `generate`, with where they came from and, if written, the grid file."""
+
+    model_uri: str
+    run_id: str
+    count: int
+    seed: int
+    label: int | None
+    path: str | None
+    images: "torch.Tensor"  # (count, C, H, W) in [0, 1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "images"}
+
+
+def generate(model_uri: str, n: int = 64, *, label: int | None = None, seed: int = 0, out: str | Path | None = None,
+             tracking_uri: str | None = None) -> Generated:
+    """Draw n images from a model (one label, or all classes in turn for conditional models); write a grid to `out`."""
+    import math
+
+    import torch
+
+    from genforge.errors import SpecError
+    from genforge.images import save_grid
+
+    from genforge.tracking.loading import load_run_model
+
+    store, run_id = _model_run(model_uri, tracking_uri)
+    model = load_run_model(store, run_id)
+    labels = None
+    if model.manifest["conditional"]:
+        if label is not None and not 0 <= label < model.num_classes:
+            raise SpecError(f"--label {label}: the model has classes 0..{model.num_classes - 1}")
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_classes
+    elif label is not None:
+        raise SpecError(f"--label: {model_uri} is not a conditional model")
+    images = model.generate(n, labels, seed=seed)
+    path = str(save_grid(images, int(math.ceil(math.sqrt(n))), out)) if out else None
+    return Generated(model_uri, run_id, n, seed, label, path, images)
