@@ -42,7 +42,7 @@ def test_first_version_is_promoted_and_better_ones_replace_it(registry):
     decision = promote(uri, "m", v2)
     assert decision.promoted and decision.previous == v1 and _holder(client) == v2
     tags = client.get_model_version("m", str(v2)).tags
-    assert tags["genforge.promotion.champion.decision"] == "promoted"
+    assert tags["genforge.promotion.champion.decision"] == "eligible"
     assert tags["genforge.promotion.champion.previous"] == str(v1)
 
 
@@ -96,3 +96,31 @@ def test_concurrent_promoters_leave_the_best(registry):
         p.join(120)
         assert p.exitcode == 0
     assert _holder(client) == versions[fids.index(min(fids))]
+
+
+def test_a_rolled_back_version_is_not_promoted_again(registry):
+    """The next `genforge run` re-registers the same run and promotes its version again: that must not undo
+    the rollback."""
+    uri, client, add = registry
+    v1, v2 = add(10.0), add(5.0)
+    promote(uri, "m", v1)
+    promote(uri, "m", v2)
+    assert rollback(uri, "m").to_version == v1
+    again = promote(uri, "m", v2)
+    assert not again.promoted and "rolled back" in again.reason and _holder(client) == v1
+
+
+def test_noise_of_the_promoted_metric_and_its_direction(registry):
+    """kid is compared with kid_std (not fid_std), and a mode against a metric's direction is refused."""
+    uri, client, add = registry
+    v1, v2 = add(10.0), add(10.0)
+    for v, kid, kid_std in ((v1, 0.050, 0.004), (v2, 0.045, 0.004)):
+        client.set_model_version_tag("m", str(v), "kid", repr(kid))
+        client.set_model_version_tag("m", str(v), "kid_std", repr(kid_std))
+    promote(uri, "m", v1, metric="kid")
+    decision = promote(uri, "m", v2, metric="kid")  # better by 0.005, but the noise is 0.008
+    assert not decision.promoted and decision.noise == pytest.approx(0.008) and _holder(client) == v1
+    with pytest.raises(SpecError, match="kid is better when lower"):
+        promote(uri, "m", v2, metric="kid", mode="max")
+    with pytest.raises(SpecError, match="unknown direction"):
+        promote(uri, "m", v2, metric="my_score")

@@ -25,7 +25,7 @@ def register(run_id: str, name: str | None, overrides: tuple[str, ...], as_json:
 @click.option("--version", type=click.IntRange(min=1), help="Candidate version (default: the latest).")
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--metric", default="fid", show_default=True, help="Version tag compared.")
-@click.option("--mode", type=click.Choice(["min", "max"]), default="min", show_default=True)
+@click.option("--mode", type=click.Choice(["min", "max"]), help="Better when lower or higher (default: the metric's own).")
 @click.option("--min-improvement", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @tracking_option
 @json_option
@@ -42,13 +42,15 @@ def promote(model_name, version, alias, metric, mode, min_improvement, tracking_
 @click.command()
 @click.argument("model_name")
 @click.option("--alias", default="champion", show_default=True)
+@click.option("--metric", default="fid", show_default=True, help="Metric that ranks the versions still eligible.")
 @tracking_option
 @json_option
-def rollback(model_name: str, alias: str, tracking_uri: str | None, as_json: bool) -> None:
-    """Give ALIAS back to the version the current holder took it from."""
+def rollback(model_name: str, alias: str, metric: str, tracking_uri: str | None, as_json: bool) -> None:
+    """Take ALIAS from its holder for good (a later `genforge run` will not promote it again) and give it to the
+    best version still eligible, normally the one the holder took it from."""
     import genforge
 
-    r = genforge.rollback(model_name, alias=alias, tracking_uri=tracking_uri)
+    r = genforge.rollback(model_name, alias=alias, metric=metric, tracking_uri=tracking_uri)
     emit(r, as_json, f"{model_name} @{alias}: version {r.from_version} -> {r.to_version}")
 
 

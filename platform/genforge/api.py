@@ -81,19 +81,22 @@ def register(run_id: str, *, name: str | None = None, overrides: Sequence[str] =
     return register_run(_store(tracking_uri), run_id, name, list(overrides), echo=echo)
 
 
-def promote(name: str, *, version: int | None = None, alias: str = "champion", metric: str = "fid", mode: str = "min",
-            min_improvement: float = 0.0, tracking_uri: str | None = None) -> "Decision":
-    """Move `alias` to `version` (default: the latest) only if it beats the holder; see `genforge promote`."""
+def promote(name: str, *, version: int | None = None, alias: str = "champion", metric: str = "fid",
+            mode: str | None = None, min_improvement: float = 0.0, tracking_uri: str | None = None) -> "Decision":
+    """Move `alias` to `version` (default: the latest) only if it beats the holder; see `genforge promote`.
+    `mode` (min or max) defaults to the metric's known direction."""
     from genforge.model_registry.promotion import promote as decide
 
     return decide(_store(tracking_uri), name, version, alias, metric, mode, min_improvement)
 
 
-def rollback(name: str, *, alias: str = "champion", tracking_uri: str | None = None) -> "Rollback":
-    """Give `alias` back to the version its holder took it from; see `genforge rollback`."""
+def rollback(name: str, *, alias: str = "champion", metric: str = "fid", tracking_uri: str | None = None
+             ) -> "Rollback":
+    """Mark the alias holder rolled back and give the alias to the best version still eligible (normally the one
+    the holder took it from); see `genforge rollback`."""
     from genforge.model_registry.promotion import rollback as restore
 
-    return restore(_store(tracking_uri), name, alias)
+    return restore(_store(tracking_uri), name, alias, metric)
 
 
 def _model_run(model_uri: str, tracking_uri: str | None) -> tuple[str, str]:
@@ -146,7 +149,6 @@ def generate(model_uri: str, n: int = 64, *, label: int | None = None, seed: int
 
     from genforge.errors import SpecError
     from genforge.images import save_grid
-
     from genforge.tracking.loading import load_run_model
 
     store, run_id = _model_run(model_uri, tracking_uri)

@@ -1,10 +1,21 @@
-"""Promotion on evidence: move an alias to a candidate only when it beats the current holder under the
-same evaluation protocol by more than the required margin and more than the measured noise.
+"""Promotion on evidence, correct under any interleaving of concurrent promoters.
 
-Noise is the sum of the two versions' standard deviations over independent sample draws (the
-`fid_std` tags): a difference smaller than that could be a different draw of the same model. Every
-decision (promoted or refused, why, the previous holder) is written to the candidate's tags, and the
-previous holder is what `rollback` restores.
+A candidate becomes *eligible* for an alias when it beats the current holder under the same evaluation
+protocol by more than the required margin and more than the measured noise (the sum of the two versions'
+`{metric}_std` over independent sample draws: a smaller difference could be a different draw of the same
+model). The decision, its reason and the holder it was compared with are written to the candidate's tags.
+
+MLflow has no compare-and-set: an alias update is last-writer-wins, so "read the holder, compare, set"
+races. Instead of a lock, the alias is treated as derived state and every promoter converges it: after
+recording its own eligibility, it repeatedly reads the eligible versions and the holder, and sets the alias to
+the best eligible version until the holder already is that version. Why this is correct whatever the order of
+writes: eligibility tags only accumulate (a rollback marks a version ineligible the same way), and the last
+alias write P makes is followed by a read that P checks. Any eligibility written before that read is in it, so
+P stops only when the alias holds the best of them; any eligibility written after it belongs to a promoter
+whose own later read sees the alias and the full set, and who rewrites the alias unless it already holds the
+best. So once every promoter has returned, the alias holds the best eligible version, and nobody's write can be
+lost. (`tests/test_promotion_server.py` runs many promoters against a real `mlflow server` behind a proxy that
+delays every request by a random amount.)
 """
 
 from __future__ import annotations
@@ -14,11 +25,20 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from genforge.errors import SpecError
-from genforge.model_registry.lock import promotion_lock
+from genforge.errors import RunError, SpecError
+from genforge.model_registry.store import holder_version, registry_call
+
+# Which way is better, for the metrics a version carries. Promoting on one of these in the other mode is an error.
+METRIC_DIRECTION = {
+    "fid": "min", "fid_ratio": "min", "kid": "min", "fid_per_class_mean": "min", "nll_elbo": "min",
+    "nll_iw_k64": "min", "bpd_iw_k64": "min", "precision": "max", "recall": "max", "density": "max",
+    "coverage": "max", "is": "max", "cond_accuracy": "max", "cond_accuracy_min": "max", "class_coverage": "max",
+    "recognisable": "max",
+}
+MAX_CONVERGE_ROUNDS = 50
 
 
-def _tag(alias: str, key: str) -> str:
+def tag(alias: str, key: str) -> str:
     return f"genforge.promotion.{alias}.{key}"
 
 
@@ -39,9 +59,24 @@ class Decision:
         return {**asdict(self), "uri": f"models:/{self.name}@{self.alias}"}
 
 
-def _value(version, metric: str) -> tuple[float, float]:
+def resolve_mode(metric: str, mode: str | None) -> str:
+    """The direction of `metric`: known metrics decide it; a contradicting `mode` is refused."""
+    known = METRIC_DIRECTION.get(metric)
+    if mode is None:
+        if known is None:
+            raise SpecError(f"--metric {metric}: unknown direction; give --mode min or --mode max")
+        return known
+    if known is not None and mode != known:
+        raise SpecError(f"--mode {mode}: {metric} is better when {'lower' if known == 'min' else 'higher'} "
+                        f"(mode {known})")
+    return mode
+
+
+def metric_value(version, metric: str) -> tuple[float, float]:
+    """(value, std) of a version's metric tag; std 0 when the version records none."""
     if metric not in version.tags:
-        raise SpecError(f"version {version.version} has no '{metric}' tag: register it with genforge register (it evaluates first)")
+        raise SpecError(f"version {version.version} has no '{metric}' tag: register it with genforge register "
+                        "(it evaluates first)")
     value = float(version.tags[metric])
     std = float(version.tags.get(f"{metric}_std", 0.0))
     if not math.isfinite(value):
@@ -49,61 +84,101 @@ def _value(version, metric: str) -> tuple[float, float]:
     return value, std
 
 
-def promote(tracking_uri: str, name: str, version: int | None = None, alias: str = "champion", metric: str = "fid",
-            mode: str = "min", min_improvement: float = 0.0) -> Decision:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+def _compare(cand, holder, metric: str, mode: str, min_improvement: float) -> tuple[bool, str, float | None, float]:
+    """(eligible, reason, holder's value, noise) of a candidate against the alias holder."""
+    value, std = metric_value(cand, metric)
+    if holder is None:
+        return True, "no version held the alias", None, 0.0
+    if holder.tags.get("protocol_hash") != cand.tags.get("protocol_hash"):
+        raise SpecError(
+            f"protocol mismatch: version {cand.version} was evaluated under {cand.tags.get('protocol_name')} "
+            f"({cand.tags.get('protocol_hash')}), the holder (version {holder.version}) under "
+            f"{holder.tags.get('protocol_name')} ({holder.tags.get('protocol_hash')}); numbers from different "
+            f"protocols are not comparable: evaluate both with the same evaluate.* settings"
+        )
+    h_value, h_std = metric_value(holder, metric)
+    noise = std + h_std
+    gain = (h_value - value) if mode == "min" else (value - h_value)
+    eligible = gain > min_improvement and gain > noise
+    reason = (f"{metric} {value:.4f} vs {h_value:.4f} (version {holder.version}): "
+              f"{'better' if eligible else 'not better'} by {gain:.4f}; needs > {max(min_improvement, noise):.4f} "
+              f"(min_improvement {min_improvement:g}, noise {noise:.4f})")
+    return eligible, reason, h_value, noise
 
-    client = MlflowClient(tracking_uri)
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        versions = []
+
+def _is_eligible(version, alias: str, holder: int | None) -> bool:
+    """Eligible: promoted by genforge and not rolled back; a holder set by hand (no genforge tags) counts too."""
+    state = version.tags.get(tag(alias, "eligible"))
+    return state == "true" or (state is None and int(version.version) == holder)
+
+
+def converge(client, name: str, alias: str, metric: str, mode: str, protocol_hash: str | None) -> int | None:
+    """Set the alias to the best eligible version until a read confirms it holds it; returns the holder."""
+    for _ in range(MAX_CONVERGE_ROUNDS):
+        holder = holder_version(client, name, alias)
+        versions = registry_call(lambda: client.search_model_versions(f"name = '{name}'"), f"listing {name}")
+        pool = [v for v in versions if _is_eligible(v, alias, holder) and metric in v.tags
+                and v.tags.get("protocol_hash") == protocol_hash]
+        if not pool:
+            return holder
+        sign = 1.0 if mode == "min" else -1.0
+        best = min(pool, key=lambda v: (sign * float(v.tags[metric]), int(v.version)))
+        if int(best.version) == holder:
+            return holder
+        registry_call(lambda: client.set_registered_model_alias(name, alias, best.version), f"setting @{alias}")
+        registry_call(lambda: client.set_model_version_tag(name, best.version, tag(alias, "previous"),
+                                                           str(holder or "")), "recording the previous holder")
+    raise RunError(f"@{alias} of {name} did not settle after {MAX_CONVERGE_ROUNDS} rounds of concurrent promotions")
+
+
+def _record(client, name: str, number: int, alias: str, tags: dict[str, str]) -> None:
+    for key, value in tags.items():
+        registry_call(lambda k=key, v=value: client.set_model_version_tag(name, str(number), tag(alias, k), v),
+                      "recording the decision")
+
+
+def _candidate(client, name: str, version: int | None, tracking_uri: str):
+    versions = registry_call(lambda: client.search_model_versions(f"name = '{name}'"), f"listing {name}")
     if not versions:
         raise SpecError(f"model '{name}': no registered versions in {tracking_uri}")
-    number = version or max(int(v.version) for v in versions)
-    if number not in {int(v.version) for v in versions}:
-        raise SpecError(f"--version {number}: model '{name}' has versions {sorted(int(v.version) for v in versions)}")
+    numbers = sorted(int(v.version) for v in versions)
+    number = version or numbers[-1]
+    if number not in numbers:
+        raise SpecError(f"--version {number}: model '{name}' has versions {numbers}")
+    return registry_call(lambda: client.get_model_version(name, str(number)), f"reading {name} v{number}")
 
-    with promotion_lock(client, name):  # read-compare-set, serialised
-        cand = client.get_model_version(name, str(number))
-        value, std = _value(cand, metric)
-        try:
-            holder = client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            holder = None
-        if holder is not None and int(holder.version) == number:
-            return Decision(name, alias, number, number, False, f"version {number} already holds @{alias}", metric, value, value, 0.0)
-        if holder is None:
-            promoted, reason, h_value, noise = True, f"no version held @{alias}", None, 0.0
-        else:
-            if holder.tags.get("protocol_hash") != cand.tags.get("protocol_hash"):
-                raise SpecError(
-                    f"protocol mismatch: version {number} was evaluated under {cand.tags.get('protocol_name')} "
-                    f"({cand.tags.get('protocol_hash')}), @{alias} (version {holder.version}) under "
-                    f"{holder.tags.get('protocol_name')} ({holder.tags.get('protocol_hash')}); numbers from different "
-                    f"protocols are not comparable: evaluate both with the same evaluate.* settings"
-                )
-            h_value, h_std = _value(holder, metric)
-            noise = std + h_std
-            gain = (h_value - value) if mode == "min" else (value - h_value)
-            promoted = gain > min_improvement and gain > noise
-            verdict = "better" if promoted else "not better"
-            reason = (f"{metric} {value:.4f} vs {h_value:.4f} (version {holder.version}): {verdict} by {gain:.4f}; "
-                      f"needs > {max(min_improvement, noise):.4f} (min_improvement {min_improvement:g}, noise {noise:.4f})")
-        previous = int(holder.version) if holder is not None else None
-        if promoted:
-            client.set_registered_model_alias(name, alias, str(number))
-            client.set_model_version_tag(name, str(number), _tag(alias, "previous"), str(previous or ""))
-        client.set_model_version_tag(name, str(number), _tag(alias, "decision"), "promoted" if promoted else "refused")
-        client.set_model_version_tag(name, str(number), _tag(alias, "reason"), reason)
-        client.set_model_version_tag(name, str(number), _tag(alias, "time"), time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return Decision(name, alias, number, previous, promoted, reason, metric, value, h_value, noise)
+
+def promote(tracking_uri: str, name: str, version: int | None = None, alias: str = "champion", metric: str = "fid",
+            mode: str | None = None, min_improvement: float = 0.0) -> Decision:
+    """Decide whether `version` (default: the latest) may hold `alias`, record why, and converge the alias."""
+    from mlflow import MlflowClient
+
+    mode = resolve_mode(metric, mode)
+    client = MlflowClient(tracking_uri)
+    cand = _candidate(client, name, version, tracking_uri)
+    number, value = int(cand.version), metric_value(cand, metric)[0]
+    holder_number = holder_version(client, name, alias)
+    if holder_number == number:
+        return Decision(name, alias, number, number, False, f"version {number} already holds @{alias}", metric,
+                        value, value, 0.0)
+    if cand.tags.get(tag(alias, "eligible")) == "false" and cand.tags.get(tag(alias, "rolled_back")):
+        reason = f"version {number} was rolled back from @{alias}; it is not promoted again (register a new version)"
+        return Decision(name, alias, number, holder_number, False, reason, metric, value, None, 0.0)
+    holder = None if holder_number is None else registry_call(
+        lambda: client.get_model_version(name, str(holder_number)), f"reading {name} v{holder_number}")
+    eligible, reason, h_value, noise = _compare(cand, holder, metric, mode, min_improvement)
+    _record(client, name, number, alias, {"decision": "eligible" if eligible else "refused", "reason": reason,
+                                          "compared_with": str(holder_number or ""), "eligible": str(eligible).lower(),
+                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    final = converge(client, name, alias, metric, mode, cand.tags.get("protocol_hash")) if eligible else holder_number
+    if eligible and final != number:
+        reason += f"; a better version ({final}) promoted at the same time holds @{alias}"
+    return Decision(name, alias, number, holder_number, final == number, reason, metric, value, h_value, noise)
 
 
 @dataclass
 class Rollback:
-    """The alias moved back: from the holder to the version it took the alias from."""
+    """The alias moved back: from the holder to the best version still eligible."""
 
     name: str
     alias: str
@@ -115,21 +190,25 @@ class Rollback:
         return asdict(self)
 
 
-def rollback(tracking_uri: str, name: str, alias: str = "champion") -> Rollback:
-    """Give the alias back to the version the current holder took it from."""
+def rollback(tracking_uri: str, name: str, alias: str = "champion", metric: str = "fid", mode: str | None = None
+             ) -> Rollback:
+    """Mark the holder as rolled back (never promoted again automatically) and give the alias to the best
+    version still eligible: normally the one the holder took it from."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
+    mode = resolve_mode(metric, mode)
     client = MlflowClient(tracking_uri)
-    with promotion_lock(client, name):
-        try:
-            holder = client.get_model_version_by_alias(name, alias)
-        except MlflowException:
-            raise SpecError(f"model '{name}': no version holds @{alias}") from None
-        previous = holder.tags.get(_tag(alias, "previous"))
-        if not previous:
-            raise SpecError(f"model '{name}': version {holder.version} took @{alias} from no one; nothing to roll back to")
-        client.set_registered_model_alias(name, alias, previous)
-        client.set_model_version_tag(name, holder.version, _tag(alias, "rolled_back"), time.strftime("%Y-%m-%dT%H:%M:%S"))
-        client.set_model_version_tag(name, previous, _tag(alias, "restored_from"), holder.version)
-    return Rollback(name, alias, int(holder.version), int(previous), f"models:/{name}@{alias}")
+    holder_number = holder_version(client, name, alias)
+    if holder_number is None:
+        raise SpecError(f"model '{name}': no version holds @{alias}")
+    holder = registry_call(lambda: client.get_model_version(name, str(holder_number)), f"reading {name}")
+    others = [v for v in registry_call(lambda: client.search_model_versions(f"name = '{name}'"), f"listing {name}")
+              if int(v.version) != holder_number and v.tags.get(tag(alias, "eligible")) == "true"]
+    if not others:
+        raise SpecError(f"model '{name}': version {holder_number} holds @{alias} and no other version is eligible; "
+                        "nothing to roll back to")
+    _record(client, name, holder_number, alias, {"eligible": "false", "rolled_back": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    final = converge(client, name, alias, metric, mode, holder.tags.get("protocol_hash"))
+    if final == holder_number or final is None:
+        raise RunError(f"model '{name}': @{alias} still points at version {holder_number} after the rollback")
+    return Rollback(name, alias, holder_number, final, f"models:/{name}@{alias}")

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from genforge.errors import SpecError
+from genforge.model_registry.store import registry_call
 
 EVAL = "genforge.eval."
 
@@ -48,7 +49,6 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     same run under the same name again returns the existing version."""
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from genforge.evaluator.run_evaluation import evaluate_run
     from genforge.tracking.lookup import resolve_run, run_spec
@@ -70,25 +70,10 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
         echo(f"[genforge] run {run_id} has no evaluation yet: evaluating first")
         evaluate_run(tracking_uri, run_id, overrides=overrides, echo=echo)
         run = client.get_run(run_id)
-    t = run.data.tags
-    tags = {
-        "fid": t[EVAL + "fid"],
-        "fid_std": t[EVAL + "fid_std"],
-        "protocol_hash": t[EVAL + "protocol_hash"],
-        "protocol_name": t[EVAL + "protocol_name"],
-        "dataset": t["genforge.dataset"],
-        "family": t["genforge.family"],
-        "spec_hash": t["genforge.spec_fingerprint"],
-        "git_commit": t.get("mlflow.source.git.commit", "unknown"),
-        "run_id": run_id,
-    }
-    for key in ("kid", "precision", "recall", "density", "coverage", "is"):
-        if key in run.data.metrics:
-            tags[key] = repr(run.data.metrics[key])
-    try:
-        client.create_registered_model(name, tags={"genforge.dataset": tags["dataset"], "genforge.family": tags["family"]})
-    except MlflowException:
-        pass  # exists
+    tags = _version_tags(client, run, run_id)
+    if registry_call(lambda: client.get_registered_model(name), f"reading {name}", missing_ok=True) is None:
+        registry_call(lambda: client.create_registered_model(
+            name, tags={"genforge.dataset": tags["dataset"], "genforge.family": tags["family"]}), f"creating {name}")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     try:
@@ -99,13 +84,47 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     return version_summary(client.get_model_version(name, v.version))
 
 
+def evaluation_report(client, run_id: str, protocol_hash: str) -> dict[str, Any]:
+    """The report.json of one evaluation of a run: every number of one protocol, together."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = registry_call(lambda: client.download_artifacts(run_id, f"evaluation/{protocol_hash}/report.json", tmp),
+                             f"reading the evaluation report of run {run_id}")
+        return json.loads(Path(path).read_text())
+
+
+def _version_tags(client, run, run_id: str) -> dict[str, str]:
+    """A version's tags: lineage plus every metric of the run's latest evaluation, all from its one report
+    (so fid, kid, precision... never mix protocols), with the protocol that produced them."""
+    t = run.data.tags
+    report = evaluation_report(client, run_id, t[EVAL + "protocol_hash"])
+    tags = {key: repr(float(value)) for key, value in report["metrics"].items()}
+    tags.update({
+        "protocol_hash": report["protocol"]["hash"],
+        "protocol_name": report["protocol"]["name"],
+        "dataset": t["genforge.dataset"],
+        "family": t["genforge.family"],
+        "spec_hash": t["genforge.spec_fingerprint"],
+        "git_commit": t.get("mlflow.source.git.commit", "unknown"),
+        "run_id": run_id,
+    })
+    return tags
+
+
 def list_models(tracking_uri: str, name: str | None = None) -> list[RegisteredVersion]:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri)
-    names = [name] if name else [m.name for m in client.search_registered_models()]
+    if name:
+        names = [name]
+    else:
+        names = [m.name for m in registry_call(client.search_registered_models, "listing registered models")]
     out = []
     for n in names:
-        versions = client.search_model_versions(f"name = '{n}'")
-        out.extend(version_summary(client.get_model_version(n, v.version)) for v in sorted(versions, key=lambda v: int(v.version)))
+        versions = registry_call(lambda n=n: client.search_model_versions(f"name = '{n}'"), f"listing {n}")
+        for v in sorted(versions, key=lambda v: int(v.version)):
+            out.append(version_summary(registry_call(lambda v=v: client.get_model_version(v.name, v.version), "reading")))
     return out
