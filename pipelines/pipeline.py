@@ -77,9 +77,9 @@ def run(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) ->
     """Run `spec.stages` in order (the spec's validation guarantees train or tune comes first)."""
     from mlflow import MlflowClient
 
-    from genforge.tracking.uri import resolve_tracking_uri
+    from genforge.tracking.uri import check_tracking_server, resolve_tracking_uri
 
-    result = PipelineResult(spec.name, resolve_tracking_uri(spec.tracking.uri), list(spec.stages))
+    result = PipelineResult(spec.name, check_tracking_server(resolve_tracking_uri(spec.tracking.uri)), list(spec.stages))
     for stage in spec.stages:
         echo(f"\n[genforge] === stage: {stage} ===")
         STAGE_FUNCTIONS[stage](spec, result, force, echo)

@@ -68,18 +68,23 @@ class MlflowServer:
 
 
 class FaultProxy:
-    """HTTP proxy to `upstream` that delays each request by U(0, max_delay_s) and fails those `fail` selects."""
+    """HTTP proxy to `upstream` that delays each request by U(0, max_delay_s) (writes, i.e. POST/PATCH/DELETE, by
+    U(0, max_write_delay_s) when given) and answers the requests `fail` selects with its HTTP status."""
 
     def __init__(self, upstream: str, max_delay_s: float = 0.0,
-                 fail: Callable[[str, str], int | None] = lambda method, path: None, seed: int = 0) -> None:
+                 fail: Callable[[str, str], int | None] = lambda method, path: None, seed: int = 0,
+                 max_write_delay_s: float | None = None) -> None:
         host, port = upstream.removeprefix("http://").split(":")
         rng, lock = random.Random(seed), threading.Lock()
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             def _forward(self) -> None:
+                longest = proxy.max_delay_s
+                if self.command != "GET" and proxy.max_write_delay_s is not None:
+                    longest = proxy.max_write_delay_s
                 with lock:
-                    delay = rng.uniform(0, proxy.max_delay_s)
+                    delay = rng.uniform(0, longest)
                 time.sleep(delay)
                 status = proxy.fail(self.command, self.path)
                 if status:
@@ -107,7 +112,7 @@ class FaultProxy:
             def log_message(self, *args) -> None:  # keep test output clean
                 pass
 
-        self.max_delay_s, self.fail = max_delay_s, fail
+        self.max_delay_s, self.max_write_delay_s, self.fail = max_delay_s, max_write_delay_s, fail
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"

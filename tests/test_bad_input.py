@@ -104,3 +104,30 @@ def test_real_process_exit_code_and_single_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"genforge: error: {path}: unknown key 'model.latnt_dim'"
     assert not (tmp_path / "mlflow.db").exists()
+
+
+DEAD_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
+
+UNREACHABLE = [
+    ["train", "SPEC"], ["run", "SPEC"], ["tune", "SPEC"], ["models"], ["evaluate", "--run", "abc"],
+    ["register", "--run", "abc"], ["promote", "m"], ["rollback", "m"], ["generate", "models:/m@champion", "--out", "x.png"],
+]
+
+
+@pytest.mark.parametrize("args", UNREACHABLE, ids=[a[0] for a in UNREACHABLE])
+def test_a_tracking_server_that_does_not_answer_is_bad_input(args, tmp_path, monkeypatch, capsys):
+    """Exit 2 at once (well within 30 s), one line naming the server, nothing written to disk."""
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", DEAD_SERVER)
+    path = _write(tmp_path, GOOD)
+    before = set(tmp_path.iterdir())
+    t0 = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path) if a == "SPEC" else a for a in args])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and time.monotonic() - t0 < 30
+    assert err.strip() == f"genforge: error: tracking server {DEAD_SERVER} does not answer ([Errno 111] Connection " \
+                          "refused); start it or fix tracking.uri / MLFLOW_TRACKING_URI", err
+    assert set(tmp_path.iterdir()) == before

@@ -57,11 +57,13 @@ def _promote_at(uri: str, name: str, version: int, start: float) -> None:
     promote(uri, name, version)
 
 
-def test_concurrent_promoters_with_random_latency_leave_the_best(server, model):
+@pytest.mark.parametrize("reads_s,writes_s", [(1.5, 1.5), (0.2, 2.5)], ids=["uniform", "slow-writes"])
+def test_concurrent_promoters_with_random_latency_leave_the_best(server, model, reads_s, writes_s):
+    """Slow writes are the adversarial case for any read-back scheme: a write lands after others have read."""
     client, name, add = model
     fids = [9.0, 4.0, 7.0, 5.0, 8.0, 6.0, 4.5, 10.0]
     versions = [add(f) for f in fids]
-    proxy = FaultProxy(server.url, max_delay_s=1.5, seed=7)
+    proxy = FaultProxy(server.url, max_delay_s=reads_s, max_write_delay_s=writes_s, seed=7)
     try:
         start = time.time() + 3.0
         ctx = mp.get_context("spawn")

@@ -42,24 +42,32 @@ def as_spec(spec: "Spec | str | Path", overrides: Sequence[str] = ()) -> "Spec":
 
 
 def _store(tracking_uri: str | None) -> str:
-    """An absolute tracking URI of an existing store (reading commands never create an empty one)."""
-    from genforge.tracking.uri import require_existing_store, resolve_tracking_uri
+    """An absolute tracking URI of an existing store that answers (reading commands never create an empty one)."""
+    from genforge.tracking.uri import check_tracking_server, require_existing_store, resolve_tracking_uri
 
-    return require_existing_store(resolve_tracking_uri(tracking_uri))
+    return check_tracking_server(require_existing_store(resolve_tracking_uri(tracking_uri)))
+
+
+def _checked(spec: "Spec") -> "Spec":
+    """A spec whose tracking server answers: checked before Ray starts or anything is written."""
+    from genforge.tracking.uri import check_tracking_server, resolve_tracking_uri
+
+    check_tracking_server(resolve_tracking_uri(spec.tracking.uri))
+    return spec
 
 
 def train(spec: "Spec | str | Path", overrides: Sequence[str] = (), *, echo: Echo = print) -> "TrainResult":
     """Train (or continue) the run the spec names with Ray Train; see `genforge train`."""
     from genforge.training.driver import train as run_training
 
-    return run_training(as_spec(spec, overrides), echo=echo)
+    return run_training(_checked(as_spec(spec, overrides)), echo=echo)
 
 
 def tune(spec: "Spec | str | Path", overrides: Sequence[str] = (), *, echo: Echo = print) -> "SweepResult":
     """Sweep the spec's `tune.space` with Ray Tune; see `genforge tune`."""
     from genforge.tuning.sweep import tune_sweep
 
-    return tune_sweep(as_spec(spec, overrides), echo=echo)
+    return tune_sweep(_checked(as_spec(spec, overrides)), echo=echo)
 
 
 def evaluate(run_id: str | None = None, *, model_uri: str | None = None, overrides: Sequence[str] = (),

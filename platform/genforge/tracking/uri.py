@@ -55,3 +55,34 @@ def require_existing_store(tracking_uri: str) -> str:
 
         raise SpecError(f"no MLflow store at {tracking_uri} (set --tracking-uri or MLFLOW_TRACKING_URI)")
     return tracking_uri
+
+
+def check_tracking_server(tracking_uri: str, timeout_s: float = 10.0) -> str:
+    """Before any work starts: a tracking server that does not answer at all, or refuses the credentials, is bad
+    input (SpecError, exit 2) named in one line. Local stores pass through untouched."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from genforge.errors import SpecError
+
+    if not tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri
+    request = urllib.request.Request(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        request.add_header("Authorization", "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        request.add_header("Authorization", f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s):
+            return tracking_uri
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            raise SpecError(f"tracking server {tracking_uri} refused the credentials (HTTP {exc.code}); set "
+                            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD") from None
+        return tracking_uri  # it answers: a 5xx now is an outage for the command itself to report
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise SpecError(f"tracking server {tracking_uri} does not answer ({reason}); start it or fix tracking.uri / "
+                        "MLFLOW_TRACKING_URI") from None
