@@ -79,6 +79,7 @@ def run(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) ->
 
     from genforge.tracking.uri import check_tracking_server, resolve_tracking_uri
 
+    spec = genforge.api.as_spec(spec)  # credentials out of the spec before any stage copies it
     result = PipelineResult(spec.name, check_tracking_server(resolve_tracking_uri(spec.tracking.uri)), list(spec.stages))
     for stage in spec.stages:
         echo(f"\n[genforge] === stage: {stage} ===")

@@ -11,7 +11,6 @@ import os
 import time
 
 import pytest
-
 from mlflow_server import FaultProxy, MlflowServer
 
 pytestmark = pytest.mark.slow

@@ -33,12 +33,18 @@ Echo = Callable[[str], None]
 
 
 def as_spec(spec: "Spec | str | Path", overrides: Sequence[str] = ()) -> "Spec":
-    """A validated Spec from a Spec (overrides applied to a copy) or a YAML path."""
+    """A validated Spec from a Spec (overrides applied to a copy) or a YAML path, its tracking URI free of
+    credentials (they move to the client's environment variables) so no copy of the spec carries them."""
     from genforge.config import Spec, load_spec, spec_from_dict
+    from genforge.tracking.credentials import adopt_credentials
 
     if isinstance(spec, Spec):
-        return spec_from_dict(spec.model_dump(mode="json", by_alias=True), overrides) if overrides else spec
-    return load_spec(spec, overrides)
+        spec = spec_from_dict(spec.model_dump(mode="json", by_alias=True), overrides) if overrides else spec
+    else:
+        spec = load_spec(spec, overrides)
+    if spec.tracking.uri:
+        spec.tracking.uri = adopt_credentials(spec.tracking.uri)
+    return spec
 
 
 def _store(tracking_uri: str | None) -> str:
@@ -85,7 +91,10 @@ def register(run_id: str, *, name: str | None = None, overrides: Sequence[str] =
              echo: Echo = print) -> "RegisteredVersion":
     """Register a run's model (evaluating it first if needed); see `genforge register`."""
     from genforge.model_registry.versions import register_run
+    from genforge.names import check_name
 
+    if name is not None:
+        check_name(name, "--name")
     return register_run(_store(tracking_uri), run_id, name, list(overrides), echo=echo)
 
 
@@ -94,7 +103,10 @@ def promote(name: str, *, version: int | None = None, alias: str = "champion", m
     """Move `alias` to `version` (default: the latest) only if it beats the holder; see `genforge promote`.
     `mode` (min or max) defaults to the metric's known direction."""
     from genforge.model_registry.promotion import promote as decide
+    from genforge.names import check_alias, check_name
 
+    check_name(name, "MODEL_NAME")
+    check_alias(alias)
     return decide(_store(tracking_uri), name, version, alias, metric, mode, min_improvement)
 
 
@@ -103,7 +115,10 @@ def rollback(name: str, *, alias: str = "champion", metric: str = "fid", trackin
     """Mark the alias holder rolled back and give the alias to the best version still eligible (normally the one
     the holder took it from); see `genforge rollback`."""
     from genforge.model_registry.promotion import rollback as restore
+    from genforge.names import check_alias, check_name
 
+    check_name(name, "MODEL_NAME")
+    check_alias(alias)
     return restore(_store(tracking_uri), name, alias, metric)
 
 

@@ -125,10 +125,14 @@ def converge(client, name: str, alias: str, metric: str, mode: str, protocol_has
         best = min(pool, key=lambda v: (sign * float(v.tags[metric]), int(v.version)))
         if int(best.version) == holder:
             return holder
-        registry_call(lambda: client.set_registered_model_alias(name, alias, best.version), f"setting @{alias}")
-        registry_call(lambda: client.set_model_version_tag(name, best.version, tag(alias, "previous"),
-                                                           str(holder or "")), "recording the previous holder")
+        _set_holder(client, name, alias, best.version, holder)
     raise RunError(f"@{alias} of {name} did not settle after {MAX_CONVERGE_ROUNDS} rounds of concurrent promotions")
+
+
+def _set_holder(client, name: str, alias: str, version: str, previous: int | None) -> None:
+    registry_call(lambda: client.set_registered_model_alias(name, alias, version), f"setting @{alias}")
+    registry_call(lambda: client.set_model_version_tag(name, version, tag(alias, "previous"), str(previous or "")),
+                  "recording the previous holder")
 
 
 def _record(client, name: str, number: int, alias: str, tags: dict[str, str]) -> None:

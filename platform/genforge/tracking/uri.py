@@ -14,8 +14,11 @@ MLFLOW_DEFAULT_URI = "sqlite:///mlflow.db"  # MLflow 3's own default, relative t
 
 
 def resolve_tracking_uri(spec_uri: str | None) -> str:
-    """`tracking.uri`, else MLFLOW_TRACKING_URI, else MLflow's default; local paths made absolute."""
-    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or MLFLOW_DEFAULT_URI
+    """`tracking.uri`, else MLFLOW_TRACKING_URI, else MLflow's default; local paths made absolute, and any
+    password moved out of the URI into its client's environment variable (see credentials.py)."""
+    from genforge.tracking.credentials import adopt_credentials
+
+    uri = adopt_credentials(spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or MLFLOW_DEFAULT_URI)
     if uri.startswith("sqlite:///"):
         path = uri[len("sqlite:///") :]
         return "sqlite:///" + str(Path(path).expanduser().resolve()) if not path.startswith("/") else uri
