@@ -25,6 +25,7 @@ def cli(verbose: bool) -> None:
 
     if verbose:
         os.environ["GENFORGE_VERBOSE"] = "1"  # read by genforge.ray_runtime, and inherited by Ray workers
+        os.environ["MLFLOW_LOGGING_LEVEL"] = "INFO"
     logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
@@ -44,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for messages
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # e.g. "Creating initial MLflow database tables"
+    # MLflow sets its logger's level from this when first imported (e.g. "Creating initial MLflow database tables").
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         cli.main(args=argv, prog_name="genforge", standalone_mode=False)
     except click.exceptions.Abort:

@@ -15,7 +15,7 @@ EVAL = {"samples": 300, "seeds": 2, "kid_subsets": 10, "kid_subset_size": 100, "
 
 
 def _pipeline_spec(name: str, tracking_uri: str, **tune) -> dict:
-    spec = tiny_spec(name, "vae")
+    spec = tiny_spec(name, "vae", max_steps_per_epoch=25)  # enough steps that the winner beats the initial weights
     spec["stages"] = ["tune", "evaluate", "register", "promote"]
     spec["tune"] = {"num_samples": 3, "max_epochs": 2, "space": {
         "train.lr": {"loguniform": [1e-3, 5e-3]}, "model.latent_dim": {"choice": [4, 8]}}, **tune}

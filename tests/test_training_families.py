@@ -7,7 +7,6 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-
 from conftest import FAMILIES
 
 pytestmark = pytest.mark.slow
@@ -108,9 +107,9 @@ def test_cli_json_last_line_and_dry_run(ray_session, tracking_uri, tmp_path, cap
     import json
 
     import yaml
-
     from conftest import tiny_spec
-    from genforge.cli import main
+
+    from pipelines.cli import main
 
     spec = tiny_spec("cli-json", epochs=1)
     spec["tracking"] = {"uri": tracking_uri}
@@ -123,7 +122,9 @@ def test_cli_json_last_line_and_dry_run(ray_session, tracking_uri, tmp_path, cap
     assert not (Path(tracking_uri[len("sqlite:///"):]).parent / "genforge_runs" / "cli-json").exists()
 
     main(["train", str(path), "--json"])
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert "[genforge] epoch 1/1 done" in captured.err  # rank 0's progress, relayed to the driver's stderr
     assert {"run_id", "experiment", "tracking_uri", "metrics", "checkpoint"} <= set(result)
     assert result["experiment"] == "cli-json" and result["tracking_uri"] == tracking_uri
     assert "test_neg_elbo" in result["metrics"] and Path(result["checkpoint"]).is_dir()

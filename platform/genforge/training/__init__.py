@@ -1,1 +1,1 @@
-"""Training: the Ray Train driver, the worker loop, the two optimisation patterns, checkpoints."""
+"""Training: the Ray Train driver, the worker loop, the `Trainer` interface and its two patterns, checkpoints."""

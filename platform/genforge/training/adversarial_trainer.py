@@ -2,7 +2,8 @@
 
 Per step: one D update on real and detached fake images (one forward over both, so DDP sees one
 pass), then one G update through D (under D.no_sync(): D's gradients from the G step are thrown
-away, so they need no all-reduce), then the EMA of G.
+away, so they need no all-reduce), then the EMA of G with a ramped-up decay (`steps.ema_decay_at`).
+G_ema is what samples everywhere: grids, in-loop FID, the exported model, evaluation.
 """
 
 from __future__ import annotations
@@ -13,14 +14,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from genforge.data import Split
+from genforge.data import ImageSplits, Split
 from genforge.models.diffaugment import diff_augment
-from genforge.models.gan import d_loss, g_loss, r1_penalty
-from genforge.training.steps import StepResult, apply_step, autocast, ema_update
+from genforge.models.gan import GANSampler, d_loss, g_loss, r1_penalty
+from genforge.training.steps import StepResult, apply_step, autocast, ema_decay_at, ema_update, sample_figure
 
 
 class AdversarialTrainer:
-    def __init__(self, modules: dict[str, nn.Module], spec, device: torch.device, wrap: Callable[[nn.Module], nn.Module]):
+    """The adversarial pattern of the `Trainer` interface (training/trainer.py)."""
+
+    def __init__(
+        self, modules: dict[str, nn.Module], spec, device: torch.device, wrap: Callable[[nn.Module], nn.Module]
+    ) -> None:
         self.spec, self.device, self.m = spec, device, spec.model
         self.G, self.D, self.G_ema = (modules[k].to(device) for k in ("G", "D", "G_ema"))
         self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
@@ -28,6 +33,15 @@ class AdversarialTrainer:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=spec.train.lr, betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=spec.train.lr_d or spec.train.lr, betas=betas)
         self.num_classes = self.G.num_classes
+        self.ema_step = 0  # optimizer steps taken: the EMA ramp-up's clock (kept in the state dict)
+
+    @classmethod
+    def sanity_check(cls, modules: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, latent_dim: int,
+                     conditional: bool) -> None:
+        """One G -> D pass on the driver before workers start: a shape error shows here, once."""
+        with torch.no_grad():
+            fake = modules["G"](torch.randn(x.shape[0], latent_dim), y if conditional else None)
+            modules["D"](fake, y if conditional else None)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
@@ -63,7 +77,8 @@ class AdversarialTrainer:
                 fake_logits_g = self.D_ddp(diff_augment(fake, policy), y_fake).float()
             adv_g = g_loss(fake_logits_g, self.m.gan_loss)
             ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters())
-        ema_update(self.G_ema, self.G, self.m.ema_decay)
+        self.ema_step += 1
+        ema_update(self.G_ema, self.G, ema_decay_at(self.ema_step, self.m.ema_decay, self.m.ema_rampup))
 
         return StepResult(
             ok=ok_d and ok_g,
@@ -94,6 +109,17 @@ class AdversarialTrainer:
         self.D.train()
         return {f"{prefix}_d_real": float(torch.cat(probs).mean())}
 
+    def sampler(self) -> nn.Module:
+        """G_ema mapped to [0, 1], in eval mode (G_ema never trains)."""
+        return GANSampler(self.G_ema).eval()
+
+    def figures(self, data: ImageSplits, device: torch.device, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
+        return {"samples": sample_figure(self.sampler(), self.spec, data.num_classes, device, seed)}
+
+    def back_to_training(self) -> None:
+        self.G.train()
+        self.D.train()
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "G": self.G.state_dict(),
@@ -101,6 +127,7 @@ class AdversarialTrainer:
             "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
+            "ema_step": self.ema_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -108,3 +135,12 @@ class AdversarialTrainer:
             getattr(self, key).load_state_dict(state[key])
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
+        # Checkpoints from before the ramp-up lack the counter: G's Adam step count is the same clock
+        # (short only by steps skipped for non-finite gradients).
+        self.ema_step = int(state["ema_step"]) if "ema_step" in state else _adam_steps(self.opt_G)
+
+
+def _adam_steps(opt: torch.optim.Optimizer) -> int:
+    """Steps an Adam optimizer has taken (0 before its first)."""
+    steps = [s["step"] for s in opt.state.values() if "step" in s]
+    return int(max(steps)) if steps else 0

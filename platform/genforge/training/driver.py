@@ -25,8 +25,10 @@ from genforge.config import RESUMABLE_KEYS, Spec, flatten
 from genforge.data import ImageSplits, load_dataset
 from genforge.errors import RunError, SpecError
 from genforge.models import build_models, get_family
-from genforge.training import checkpoint
+from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, stop_flag, verbose
 from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
+from genforge.training import checkpoint
+from genforge.training.trainer import trainer_class
 
 RUN_RECORD = "genforge_run.json"  # in the Ray run directory: which MLflow run this name belongs to
 
@@ -77,23 +79,27 @@ def preflight(spec: Spec) -> tuple[ImageSplits, tuple[int, int, int], int]:
     try:
         modules = build_models(spec.model, data.image_shape, data.num_classes)
         x, y = data.train.batch(torch.arange(2))
-        with torch.no_grad():
-            if family.pattern == "likelihood":
-                modules["vae"](x, y if family.conditional else None)
-            else:
-                fake = modules["G"](torch.randn(2, spec.model.latent_dim), y if family.conditional else None)
-                modules["D"](fake, y if family.conditional else None)
+        trainer_class(family.pattern).sanity_check(modules, x, y, spec.model.latent_dim, family.conditional)
     except (ValueError, RuntimeError) as exc:
-        raise SpecError(f"model: {spec.model.family} cannot be built for {spec.data.dataset} {data.image_shape}: {exc}") from None
+        raise SpecError(
+            f"model: {spec.model.family} cannot be built for {spec.data.dataset} {data.image_shape}: {exc}"
+        ) from None
     if t.use_gpu and not os.environ.get("RAY_ADDRESS") and not torch.cuda.is_available():
         raise SpecError("train.use_gpu: true, but no GPU is visible here (torch.cuda.is_available() is False)")
     return data, data.image_shape, data.num_classes
 
 
+def storage_root(spec: Spec, tracking_uri: str) -> Path:
+    """Where run directories live: `train.storage_path`, else beside the tracking store."""
+    if spec.train.storage_path:
+        return Path(spec.train.storage_path).expanduser().resolve()
+    return default_storage_path(tracking_uri)
+
+
 def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool = False) -> Plan:
     data, shape, num_classes = preflight(spec)
     uri = resolve_tracking_uri(spec.tracking.uri)
-    storage = Path(spec.train.storage_path).expanduser().resolve() if spec.train.storage_path else default_storage_path(uri)
+    storage = storage_root(spec, uri)
     p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes)
     record_path = p.run_dir / RUN_RECORD
     if record_path.is_file():
@@ -103,6 +109,13 @@ def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool =
 
         p.inloop = prepare(spec, data, echo)
     return p
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Flattened spec keys whose value differs between a run's record and the spec now, except those
+    that may change on resume. A key the record lacks was added to genforge after the run started
+    (e.g. `model.ema_rampup`): the run cannot have set it, so it does not block continuing."""
+    return sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and k in old and old[k] != new.get(k))
 
 
 def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
@@ -121,7 +134,7 @@ def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
         p.run_dir.rename(aside)
         return
     old, new = flatten(record["spec"]), flatten(p.spec.training_dict())
-    changed = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+    changed = changed_keys(old, new)
     if changed:
         diff = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:4])
         raise SpecError(
@@ -140,73 +153,33 @@ def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
     p.resume_run_id, p.resume_checkpoint = run_id, found
 
 
-TRIAL_DRIVER = "trial_driver"  # custom resource that Tune trial drivers hold instead of CPUs (see tuning)
+def _fit(
+    p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | None = None, progress: Progress | None = None
+) -> tuple[Any, bool]:
+    """Fit a TorchTrainer of the plan's workers; returns (Ray's result, whether Ctrl-C stopped it).
 
-
-def _ensure_ray(spec: Spec) -> None:
-    import ray
-
-    # Ray Train V2 patches print() in workers to also go through its logger: every progress line
-    # would show twice. Workers inherit this (and the runtime_env passes it to cluster workers).
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    if not ray.is_initialized():
-        # RAY_ADDRESS (a cluster, or inside `ray job submit`) is honoured by ray.init itself. The
-        # dashboard stays on: Train's placement-group cleaner queries actor state through it.
-        env_vars = {"RAY_TRAIN_ENABLE_PRINT_PATCH": os.environ["RAY_TRAIN_ENABLE_PRINT_PATCH"]}
-        if "GENFORGE_CACHE" in os.environ:
-            env_vars["GENFORGE_CACHE"] = os.environ["GENFORGE_CACHE"]
-        kwargs = {"logging_level": "warning", "runtime_env": {"env_vars": env_vars}}
-        try:
-            # A local cluster we start ourselves gets the custom resource Tune trial drivers hold.
-            ray.init(**kwargs, **({} if os.environ.get("RAY_ADDRESS") else {"resources": {TRIAL_DRIVER: 64}}))
-        except ValueError as exc:  # ray.init found an existing cluster: it takes no resources
-            if "existing cluster" not in str(exc):
-                raise
-            ray.init(**kwargs)
-    if spec.train.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.train.workers:
-        raise SpecError(
-            f"train.use_gpu: {spec.train.workers} workers need {spec.train.workers} GPUs; "
-            f"the Ray cluster has {ray.cluster_resources().get('GPU', 0):g}"
-        )
-
-
-def _make_stop_flag():
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class StopFlag:
-        """Set by the driver on Ctrl-C; rank 0 polls it and the ranks agree on it at the next tick."""
-
-        def __init__(self) -> None:
-            self.requested = False
-
-        def request(self) -> None:
-            self.requested = True
-
-        def get(self) -> bool:
-            return self.requested
-
-    return StopFlag.remote()
-
-
-def _fit(p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | None = None) -> tuple[Any, bool]:
-    """Run the TorchTrainer in a thread so the main thread owns Ctrl-C: the first one asks the workers
-    to checkpoint and stop at the next tick; a second one aborts at once."""
+    Rank 0's progress lines reach `echo` through a relay actor drained on this process, unless the
+    caller (a sweep) hands over a `progress` of its own."""
+    if progress is None:
+        with relayed_progress(echo) as relayed:
+            return _fit(p, run_id, echo, callbacks, relayed)
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from genforge.training.worker import train_loop_per_worker
 
     t = p.spec.train
-    stop_flag = _make_stop_flag()
+    flag = stop_flag()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "spec": p.spec.model_dump(mode="json", by_alias=True),
             "run_id": run_id,
             "tracking_uri": p.tracking_uri,
-            "stop_flag": stop_flag,
+            "stop_flag": flag,
             "inloop": p.inloop,
+            "progress": progress,
+            "verbose": verbose(),
         },
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
         run_config=RunConfig(
@@ -218,6 +191,12 @@ def _fit(p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | No
             callbacks=list(callbacks or []),
         ),
     )
+    return _fit_owning_ctrl_c(trainer, flag, echo)
+
+
+def _fit_owning_ctrl_c(trainer: Any, flag: Any, echo: Callable[[str], None]) -> tuple[Any, bool]:
+    """trainer.fit() in a thread so the main thread owns Ctrl-C: the first one asks the workers (through
+    the stop flag) to checkpoint and stop at the next tick; a second one aborts at once."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -233,7 +212,7 @@ def _fit(p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | No
             raise KeyboardInterrupt
         interrupted.set()
         echo("\n[genforge] Ctrl-C: checkpointing at the next step and stopping (Ctrl-C again to abort now)")
-        stop_flag.request.remote()
+        flag.request.remote()
 
     thread = threading.Thread(target=target, name="genforge-fit", daemon=True)
     in_main = threading.current_thread() is threading.main_thread()
@@ -303,7 +282,9 @@ def _completes(found: checkpoint.Found | None, epochs: int) -> bool:
     return found is not None and found.meta["position"]["epoch"] >= epochs and found.meta["position"]["batch"] == 0
 
 
-def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found | None, resumed: bool, model_uri=None) -> TrainResult:
+def _result(
+    client, p: Plan, run_id: str, status: str, found: checkpoint.Found | None, resumed: bool, model_uri=None
+) -> TrainResult:
     run = client.get_run(run_id)
     return TrainResult(
         run_id=run_id,
@@ -318,6 +299,35 @@ def _result(client, p: Plan, run_id: str, status: str, found: checkpoint.Found |
     )
 
 
+def _open_run(
+    p: Plan, client, tags: dict[str, str] | None, echo: Callable[[str], None]
+) -> tuple[str, TrainResult | None]:
+    """The MLflow run to train into: the name's run, reopened (with its result if nothing is left to
+    do), or a new one, recorded in the run directory."""
+    from genforge.tracking.runs import create_run, experiment_id, reopen_run
+
+    spec, found = p.spec, p.resume_checkpoint
+    if p.resume_run_id is not None:
+        run_id = p.resume_run_id
+        finalized = client.get_run(run_id).data.tags.get("genforge.finalized_epochs")
+        if _completes(found, spec.train.epochs) and finalized == str(found.meta["position"]["epoch"]):
+            echo(f"[genforge] run {run_id} already trained {found.meta['position']['epoch']} epochs; nothing to do "
+                 "(raise train.epochs to continue)")
+            return run_id, _result(client, p, run_id, "FINISHED", found, True)
+        reopen_run(client, run_id, spec)
+        echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
+        return run_id, None
+    exp_id = experiment_id(client, p.experiment, p.tracking_uri)
+    facts = {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}
+    run_id = create_run(client, exp_id, spec, facts, tags)
+    p.run_dir.mkdir(parents=True, exist_ok=True)
+    record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(),
+              "created": time.time()}
+    (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
+    echo(f"[genforge] MLflow run {run_id} in experiment '{p.experiment}' ({p.tracking_uri})")
+    return run_id, None
+
+
 def train(
     spec: Spec,
     echo: Callable[[str], None] = print,
@@ -325,44 +335,33 @@ def train(
     callbacks: list | None = None,
     tags: dict[str, str] | None = None,
     finalize: bool = True,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train (or continue) the run named `spec.name`. Raises SpecError for bad input, RunError on failure,
     KeyboardInterrupt when stopped; the MLflow run is marked accordingly in each case.
 
-    Sweeps pass Ray Train `callbacks` (to report to Tune), extra run `tags` (the parent run) and
-    `finalize=False`: a trial's model is logged only if it wins."""
+    Sweeps pass Ray Train `callbacks` (to report to Tune), extra run `tags` (the parent run),
+    `finalize=False` (a trial's model is logged only if it wins) and the sweep's `progress`, where
+    rank 0 says its epoch summaries; without one, progress lines come back through `echo`."""
     p = plan(spec, echo, prepare_inloop=True)
-    _ensure_ray(spec)
+    ensure_ray(spec)
     from mlflow import MlflowClient
 
-    from genforge.tracking.runs import create_run, end_run, experiment_id, reopen_run
+    from genforge.tracking.runs import end_run
 
     client = MlflowClient(p.tracking_uri)
     found = p.resume_checkpoint
     resumed = p.resume_run_id is not None
-    if resumed:
-        run_id = p.resume_run_id
-        tags = client.get_run(run_id).data.tags
-        if _completes(found, spec.train.epochs) and tags.get("genforge.finalized_epochs") == str(found.meta["position"]["epoch"]):
-            echo(f"[genforge] run {run_id} already trained {found.meta['position']['epoch']} epochs; nothing to do "
-                 "(raise train.epochs to continue)")
-            return _result(client, p, run_id, "FINISHED", found, True)
-        reopen_run(client, run_id, spec)
-        echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
-    else:
-        exp_id = experiment_id(client, p.experiment, p.tracking_uri)
-        run_id = create_run(client, exp_id, spec, {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}, tags)
-        p.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(), "created": time.time()}
-        (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
-        echo(f"[genforge] MLflow run {run_id} in experiment '{p.experiment}' ({p.tracking_uri})")
+    run_id, done = _open_run(p, client, tags, echo)
+    if done is not None:
+        return done
 
     try:
         interrupted = False
         if not _completes(found, spec.train.epochs):
             echo(f"[genforge] training {spec.model.family} on {spec.data.dataset} with {spec.train.workers} worker(s), "
                  f"{'GPU' if spec.train.use_gpu else 'CPU'}; checkpoints in {p.run_dir}")
-            _, interrupted = _fit(p, run_id, echo, callbacks)
+            _, interrupted = _fit(p, run_id, echo, callbacks, progress)
         found = checkpoint.latest(p.run_dir)
         complete = _completes(found, spec.train.epochs)
         if interrupted and not complete:

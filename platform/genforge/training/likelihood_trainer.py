@@ -7,19 +7,33 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from genforge.data import Split
-from genforge.training.steps import StepResult, apply_step, autocast
+from genforge.data import ImageSplits, Split
+from genforge.images import reconstruction_pairs
+from genforge.models.vae import VAESampler
+from genforge.training.steps import StepResult, apply_step, autocast, sample_figure
+
+RECONSTRUCTIONS = 32  # validation images in the per-epoch reconstruction grid
 
 
 class LikelihoodTrainer:
-    """Minimises loss = recon + beta * KL (see models/vae.py)."""
+    """Minimises loss = recon + beta * KL (see models/vae.py): the likelihood pattern of the `Trainer`
+    interface (training/trainer.py)."""
 
-    def __init__(self, modules: dict[str, nn.Module], spec, device: torch.device, wrap: Callable[[nn.Module], nn.Module]):
+    def __init__(
+        self, modules: dict[str, nn.Module], spec, device: torch.device, wrap: Callable[[nn.Module], nn.Module]
+    ) -> None:
         self.spec, self.device = spec, device
         self.vae = modules["vae"].to(device)
         self.model = wrap(self.vae)
         self.opt = torch.optim.Adam(self.vae.parameters(), lr=spec.train.lr)
         self.conditional = spec.model.conditional
+
+    @classmethod
+    def sanity_check(cls, modules: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, latent_dim: int,
+                     conditional: bool) -> None:
+        """One forward pass on the driver before workers start: a shape error shows here, once."""
+        with torch.no_grad():
+            modules["vae"](x, y if conditional else None)
 
     def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
@@ -52,6 +66,21 @@ class LikelihoodTrainer:
                 totals[key] += float(getattr(out, key)) * x.shape[0]
         self.vae.train()
         return {f"{prefix}_{k}": v / max(len(split), 1) for k, v in totals.items()}
+
+    def sampler(self) -> nn.Module:
+        """The decoder mapped to [0, 1]; puts the VAE in eval mode (`back_to_training` undoes it)."""
+        return VAESampler(self.vae).eval()
+
+    @torch.no_grad()
+    def figures(self, data: ImageSplits, device: torch.device, seed: int) -> dict[str, tuple[torch.Tensor, int]]:
+        """The sample grid, and validation inputs each followed by its reconstruction (16 to a row)."""
+        samples = sample_figure(self.sampler(), self.spec, data.num_classes, device, seed)
+        x, y = data.val.batch(torch.arange(min(RECONSTRUCTIONS, len(data.val))))
+        out = self.vae(x.to(device), y.to(device) if self.conditional else None)
+        return {"samples": samples, "reconstructions": (reconstruction_pairs(x, out.recon.cpu()), 16)}
+
+    def back_to_training(self) -> None:
+        self.vae.train()
 
     def state_dict(self) -> dict[str, Any]:
         return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict()}

@@ -1,19 +1,26 @@
-"""The function every Ray Train worker runs: one documented loop for both training patterns.
+"""The function every Ray Train worker runs: one documented loop for every training pattern.
 
 Each rank builds the model from the spec, wraps it for DDP, reads its shard of the training split
-(DistributedSampler, reshuffled per epoch from the seed) and steps. All I/O happens in one place,
-the tick: every `train.log_every_steps` steps the ranks all-reduce their mean step metrics (and
-rank 0's stop flag) in one collective; rank 0 logs them to MLflow and prints progress. At the end of
-each epoch rank 0 evaluates on the validation split and draws the sample grid; a checkpoint is
-written every `train.checkpoint_every` epochs, at the last epoch, and when a stop is requested.
-Every rank calls `ray.train.report` exactly once per epoch (plus once on a requested stop).
+(DistributedSampler, reshuffled per epoch from the seed) and steps. The loop holds a `Trainer`
+(training/trainer.py) and never asks which pattern it is. All I/O happens in one place, the tick:
+every `train.log_every_steps` steps the ranks all-reduce their mean step metrics (and rank 0's stop
+flag) in one collective; rank 0 logs them to MLflow and sends a progress line to the driver. At the
+end of each epoch rank 0 evaluates on the validation split and draws the trainer's grids; a
+checkpoint is written every `train.checkpoint_every` epochs, at the last epoch, and when a stop is
+requested. Every rank calls `ray.train.report` exactly once per epoch (plus once on a requested stop).
+
+The phases, in order: `_set_up` (data, model, trainer, shard), `_restore` (a checkpoint, if Ray hands
+one over), `_attach_io` (rank 0's MLflow logger and in-loop FID), then per epoch `_run_epoch` (steps
+and ticks) and `_end_epoch` (evaluation, grids, summary), each followed by `_write_checkpoint` or a
+plain report.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +28,12 @@ import torch
 import torch.distributed as dist
 
 from genforge.config import Spec
-from genforge.data import load_dataset
-from genforge.images import reconstruction_pairs, sample_images, save_grid
+from genforge.data import ImageSplits, load_dataset
+from genforge.images import save_grid
 from genforge.models import build_models, get_family
+from genforge.ray_runtime import Progress, quiet_worker_logs
 from genforge.training import checkpoint
-from genforge.training.adversarial_trainer import AdversarialTrainer
-from genforge.training.likelihood_trainer import LikelihoodTrainer
-
-PATTERNS = {"adversarial": AdversarialTrainer, "likelihood": LikelihoodTrainer}
+from genforge.training.trainer import Trainer, trainer_class
 
 
 @dataclass
@@ -104,14 +109,63 @@ class _Tick:
         return dict(zip(keys, values[:-1])), values[-1] > 0, steps / max(elapsed, 1e-9)
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
-    import warnings
+@dataclass
+class _Rank:
+    """Everything one rank holds while it trains."""
 
+    config: dict[str, Any]
+    spec: Spec
+    rank: int
+    world: int
+    device: torch.device
+    data: ImageSplits
+    trainer: Trainer
+    shard: torch.utils.data.DistributedSampler
+    steps_per_epoch: int
+    progress: Progress
+    pos: Position = field(default_factory=Position)
+    logger: Any = None  # rank 0: the MLflow RunLogger
+    inloop: Any = None  # rank 0, with evaluate.every_epochs: the in-loop FID
+    tick: _Tick | None = None
+    stop: bool = False
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    last_print: float = 0.0
+    epoch_t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def local_batch(self) -> int:
+        return self.spec.train.batch_size // self.world
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Train `config["spec"]` on this rank into MLflow run `config["run_id"]`, resuming Ray's checkpoint."""
+    import ray.train
+
+    r = _set_up(config)
+    _restore(r, ray.train.get_checkpoint())
+    _attach_io(r)
+    t = r.spec.train
+    while r.pos.epoch < t.epochs and not r.stop:
+        if not _run_epoch(r):  # stopped mid-epoch: save exactly where we are
+            _write_checkpoint(r, {"epoch": r.pos.epoch, "step": r.pos.step, "stopped": 1.0, **r.train_metrics})
+            break
+        report = _end_epoch(r)
+        if r.pos.epoch % t.checkpoint_every == 0 or r.pos.epoch == t.epochs or r.stop:
+            _write_checkpoint(r, report)
+        else:
+            ray.train.report(report)
+    if r.rank == 0:
+        r.progress.flush()  # the last lines reach the driver before this worker exits
+
+
+def _set_up(config: dict[str, Any]) -> _Rank:
+    """Data, model and trainer with identical initial weights on every rank; then this rank's RNG and shard."""
     import ray.train
 
     # DDP's bucket-layout hint fires for the R1 double backward and the cVAE's broadcast one-hot input;
     # it is about speed, not correctness, and would repeat every step.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+    quiet_worker_logs(bool(config.get("verbose")))
     spec = Spec.model_validate(config["spec"])
     t = spec.train
     ctx = ray.train.get_context()
@@ -120,153 +174,159 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     data = load_dataset(spec.data)
-    family = get_family(spec.model.family)
     modules = build_models(spec.model, data.image_shape, data.num_classes)
-    trainer = PATTERNS[family.pattern](modules, spec, device, _wrapper(device))
-
-    pos = Position()
+    trainer = trainer_class(get_family(spec.model.family).pattern)(modules, spec, device, _wrapper(device))
     torch.manual_seed(_rank_seed(t.seed, rank))
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as path:
-            state, meta = checkpoint.load(path, map_location=device)
-        if meta["mlflow_run_id"] != config["run_id"]:
-            raise RuntimeError(f"checkpoint {restored.path} belongs to MLflow run {meta['mlflow_run_id']}, not {config['run_id']}")
-        trainer.load_state_dict(state["trainer"])
-        pos = Position(**meta["position"])
-        rng = state["rng"]
-        if len(rng) == world:
-            _set_rng_state(rng[rank], device)
-        else:  # the worker count changed: continue exactly per rank is impossible, so reseed from the step
-            torch.manual_seed(_rank_seed(t.seed + pos.step, rank))
-        if rank == 0:
-            print(f"[genforge] resumed from {restored.path} at epoch {pos.epoch}, step {pos.step}", flush=True)
 
-    logger = None
-    if rank == 0:
-        from genforge.tracking.logger import RunLogger
-
-        logger = RunLogger(config["tracking_uri"], config["run_id"])
-    stop_flag = config.get("stop_flag")
-    inloop = None
-    if rank == 0 and config.get("inloop"):
-        from genforge.evaluator.inloop import InLoopFID
-
-        inloop = InLoopFID(config["inloop"], spec, data.num_classes, family.conditional, device)
-
-    local_bs = t.batch_size // world
     shard = torch.utils.data.DistributedSampler(
         range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=t.seed, drop_last=True
     )
-    steps_per_epoch = len(shard) // local_bs
+    steps_per_epoch = len(shard) // (t.batch_size // world)
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
-
-    def write_checkpoint(metrics: dict[str, float]) -> None:
-        rngs = _all_gather({k: v.cpu() for k, v in _rng_state(device).items()})
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                meta = {
-                    "mlflow_run_id": config["run_id"],
-                    "position": pos.__dict__,
-                    "epochs_target": t.epochs,
-                    "world_size": world,
-                    "spec": spec.training_dict(),
-                    "spec_fingerprint": spec.fingerprint(),
-                    "image_shape": list(data.image_shape),
-                    "num_classes": data.num_classes,
-                    "family": family.name,
-                    "metrics": metrics,
-                    "created": time.time(),
-                }
-                checkpoint.write(tmp, {"trainer": trainer.state_dict(), "rng": rngs}, meta)
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(pos.step))
-
-    def stop_requested() -> bool:
-        if rank != 0 or stop_flag is None:
-            return False
-        import ray
-
-        return bool(ray.get(stop_flag.get.remote(), timeout=30))
-
-    tick = _Tick(device)
-    last_print, stop = 0.0, False
-    train_metrics: dict[str, float] = {}
-    epoch_t0 = time.perf_counter()
-    while pos.epoch < t.epochs and not stop:
-        shard.set_epoch(pos.epoch)
-        order = torch.tensor(list(iter(shard)), dtype=torch.long)
-        if pos.batch == 0:
-            epoch_t0 = time.perf_counter()
-        while pos.batch < steps_per_epoch:
-            x, y = data.train.batch(order[pos.batch * local_bs : (pos.batch + 1) * local_bs])
-            result = trainer.step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
-            pos.batch, pos.step = pos.batch + 1, pos.step + 1
-            pos.nonfinite += 0 if result.ok else 1
-            tick.add(result.metrics)
-            if pos.step % t.log_every_steps == 0 or pos.batch == steps_per_epoch:
-                train_metrics, stop, steps_per_s = tick.reduce(stop_requested())
-                if rank == 0:
-                    row = {f"train/{k}": v for k, v in train_metrics.items()}
-                    row.update({"images_per_s": steps_per_s * t.batch_size, "nonfinite_steps": pos.nonfinite})
-                    logger.log_metrics(row, step=pos.step)
-                    if time.perf_counter() - last_print > 5 or pos.batch == steps_per_epoch:
-                        shown = " ".join(f"{k}={v:.4g}" for k, v in train_metrics.items() if "grad" not in k)
-                        print(f"[genforge] epoch {pos.epoch + 1}/{t.epochs} step {pos.step} | {shown} | "
-                              f"{steps_per_s * t.batch_size:.0f} img/s", flush=True)
-                        last_print = time.perf_counter()
-                if pos.nonfinite > t.max_nonfinite_steps:
-                    raise FloatingPointError(
-                        f"{pos.nonfinite} steps had non-finite gradients (limit train.max_nonfinite_steps="
-                        f"{t.max_nonfinite_steps}); last at step {pos.step}. Lower train.lr or check the data."
-                    )
-                if stop:
-                    break
-        if pos.batch < steps_per_epoch:  # stopped mid-epoch: save exactly where we are
-            write_checkpoint({"epoch": pos.epoch, "step": pos.step, "stopped": 1.0, **train_metrics})
-            break
-
-        pos.epoch, pos.batch = pos.epoch + 1, 0
-        epoch_metrics: dict[str, float] = {"epoch": pos.epoch, "epoch_time_s": time.perf_counter() - epoch_t0}
-        if rank == 0:
-            epoch_metrics.update(trainer.evaluate(data.val, "val"))
-            if pos.epoch == t.epochs:
-                epoch_metrics.update(trainer.evaluate(data.test, "test"))
-            if inloop is not None and (pos.epoch % spec.evaluate.every_epochs == 0 or pos.epoch == t.epochs):
-                epoch_metrics["inloop_fid"] = inloop(family.sampler(trainer.modules()).eval())
-                _back_to_training(trainer)
-            logger.log_metrics(epoch_metrics, step=pos.step)
-            _log_grids(logger, trainer, family, data, device, spec, pos.epoch)
-            shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")
-            print(f"[genforge] epoch {pos.epoch}/{t.epochs} done | {shown}", flush=True)
-        report = {"step": pos.step, **train_metrics, **epoch_metrics}
-        if pos.epoch % t.checkpoint_every == 0 or pos.epoch == t.epochs or stop:
-            write_checkpoint(report)
-        else:
-            ray.train.report(report)
+    progress = config.get("progress") or Progress()
+    return _Rank(config, spec, rank, world, device, data, trainer, shard, steps_per_epoch, progress, tick=_Tick(device))
 
 
-def _log_grids(logger, trainer, family, data, device, spec, epoch: int) -> None:
-    """The epoch's sample grid (rows per class for conditional models; input/reconstruction pairs for VAEs)."""
-    sampler = family.sampler(trainer.modules()).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        images, nrow = sample_images(
-            sampler, spec.model.latent_dim, data.num_classes, device, seed=spec.train.seed, conditional=family.conditional
+def _restore(r: _Rank, restored: Any) -> None:
+    """Continue from Ray's checkpoint: trainer state, position and this rank's RNG stream."""
+    if restored is None:
+        return
+    with restored.as_directory() as path:
+        state, meta = checkpoint.load(path, map_location=r.device)
+    if meta["mlflow_run_id"] != r.config["run_id"]:
+        raise RuntimeError(
+            f"checkpoint {restored.path} belongs to MLflow run {meta['mlflow_run_id']}, not {r.config['run_id']}"
         )
-        logger.log_artifact(save_grid(images, nrow, Path(tmp) / f"epoch_{epoch:04d}.png"), "samples")
-        if family.pattern == "likelihood":
-            x, y = data.val.batch(torch.arange(min(32, len(data.val))))
-            with torch.no_grad():
-                out = trainer.vae(x.to(device), y.to(device) if family.conditional else None)
-            pairs = reconstruction_pairs(x, out.recon.cpu())
-            logger.log_artifact(save_grid(pairs, 16, Path(tmp) / f"epoch_{epoch:04d}.png"), "reconstructions")
-    _back_to_training(trainer)
+    r.trainer.load_state_dict(state["trainer"])
+    r.pos = Position(**meta["position"])
+    rng = state["rng"]
+    if len(rng) == r.world:
+        _set_rng_state(rng[r.rank], r.device)
+    else:  # the worker count changed: continue exactly per rank is impossible, so reseed from the step
+        torch.manual_seed(_rank_seed(r.spec.train.seed + r.pos.step, r.rank))
+    if r.rank == 0:
+        r.progress.say(f"resumed from {restored.path} at epoch {r.pos.epoch}, step {r.pos.step}")
 
 
-def _back_to_training(trainer) -> None:
-    """Undo a sampler's eval(): every module trains again except the EMA generator, which always samples."""
-    for name, module in trainer.modules().items():
-        if name != "G_ema":
-            module.train()
+def _attach_io(r: _Rank) -> None:
+    """Rank 0 logs to the MLflow run and, if asked, computes the in-loop FID."""
+    if r.rank != 0:
+        return
+    from genforge.tracking.logger import RunLogger
+
+    r.logger = RunLogger(r.config["tracking_uri"], r.config["run_id"])
+    if r.config.get("inloop"):
+        from genforge.evaluator.inloop import InLoopFID
+
+        r.inloop = InLoopFID(r.config["inloop"], r.spec, r.data.num_classes, r.spec.model.conditional, r.device)
+
+
+def _run_epoch(r: _Rank) -> bool:
+    """Step through the rest of the current epoch; False when a stop was agreed on before its end."""
+    r.shard.set_epoch(r.pos.epoch)
+    order = torch.tensor(list(iter(r.shard)), dtype=torch.long)
+    if r.pos.batch == 0:
+        r.epoch_t0 = time.perf_counter()
+    bs = r.local_batch
+    while r.pos.batch < r.steps_per_epoch:
+        x, y = r.data.train.batch(order[r.pos.batch * bs : (r.pos.batch + 1) * bs])
+        result = r.trainer.step(x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True))
+        r.pos.batch, r.pos.step = r.pos.batch + 1, r.pos.step + 1
+        r.pos.nonfinite += 0 if result.ok else 1
+        r.tick.add(result.metrics)
+        if r.pos.step % r.spec.train.log_every_steps == 0 or r.pos.batch == r.steps_per_epoch:
+            _tick(r)
+            if r.stop:
+                break
+    return r.pos.batch == r.steps_per_epoch
+
+
+def _tick(r: _Rank) -> None:
+    """The periodic I/O: agree on metrics and the stop flag; rank 0 logs a row and, every 5 s, a line."""
+    t = r.spec.train
+    r.train_metrics, r.stop, steps_per_s = r.tick.reduce(_stop_requested(r))
+    if r.rank == 0:
+        row = {f"train/{k}": v for k, v in r.train_metrics.items()}
+        row.update({"images_per_s": steps_per_s * t.batch_size, "nonfinite_steps": r.pos.nonfinite})
+        r.logger.log_metrics(row, step=r.pos.step)
+        if time.perf_counter() - r.last_print > 5 or r.pos.batch == r.steps_per_epoch:
+            shown = " ".join(f"{k}={v:.4g}" for k, v in r.train_metrics.items() if "grad" not in k)
+            r.progress.say(f"epoch {r.pos.epoch + 1}/{t.epochs} step {r.pos.step} | {shown} | "
+                           f"{steps_per_s * t.batch_size:.0f} img/s", tick=True)
+            r.last_print = time.perf_counter()
+    if r.pos.nonfinite > t.max_nonfinite_steps:
+        raise FloatingPointError(
+            f"{r.pos.nonfinite} steps had non-finite gradients (limit train.max_nonfinite_steps="
+            f"{t.max_nonfinite_steps}); last at step {r.pos.step}. Lower train.lr or check the data."
+        )
+
+
+def _stop_requested(r: _Rank) -> bool:
+    stop_flag = r.config.get("stop_flag")
+    if r.rank != 0 or stop_flag is None:
+        return False
+    import ray
+
+    return bool(ray.get(stop_flag.get.remote(), timeout=30))
+
+
+def _end_epoch(r: _Rank) -> dict[str, float]:
+    """Close the epoch: rank 0 evaluates, logs, draws the grids and says a summary; returns the report."""
+    t = r.spec.train
+    r.pos.epoch, r.pos.batch = r.pos.epoch + 1, 0
+    epoch_metrics: dict[str, float] = {"epoch": r.pos.epoch, "epoch_time_s": time.perf_counter() - r.epoch_t0}
+    if r.rank == 0:
+        epoch_metrics.update(_evaluate(r))
+        r.logger.log_metrics(epoch_metrics, step=r.pos.step)
+        _log_figures(r)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")
+        r.progress.say(f"epoch {r.pos.epoch}/{t.epochs} done | {shown}")
+    return {"step": r.pos.step, **r.train_metrics, **epoch_metrics}
+
+
+def _evaluate(r: _Rank) -> dict[str, float]:
+    """Held-out numbers of the epoch: validation, the test split at the last epoch, the in-loop FID."""
+    t, epoch = r.spec.train, r.pos.epoch
+    metrics = r.trainer.evaluate(r.data.val, "val")
+    if epoch == t.epochs:
+        metrics.update(r.trainer.evaluate(r.data.test, "test"))
+    if r.inloop is not None and (epoch % r.spec.evaluate.every_epochs == 0 or epoch == t.epochs):
+        metrics["inloop_fid"] = r.inloop(r.trainer.sampler())
+        r.trainer.back_to_training()
+    return metrics
+
+
+def _log_figures(r: _Rank) -> None:
+    """The trainer's grids of the epoch, one artifact folder each (`samples`, `reconstructions`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for folder, (images, nrow) in r.trainer.figures(r.data, r.device, r.spec.train.seed).items():
+            path = save_grid(images, nrow, Path(tmp) / folder / f"epoch_{r.pos.epoch:04d}.png")
+            r.logger.log_artifact(path, folder)
+    r.trainer.back_to_training()
+
+
+def _write_checkpoint(r: _Rank, metrics: dict[str, float]) -> None:
+    """Every rank reports; rank 0's report carries the checkpoint (with every rank's RNG state)."""
+    import ray.train
+
+    rngs = _all_gather({k: v.cpu() for k, v in _rng_state(r.device).items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = None
+        if r.rank == 0:
+            meta = {
+                "mlflow_run_id": r.config["run_id"],
+                "position": r.pos.__dict__,
+                "epochs_target": r.spec.train.epochs,
+                "world_size": r.world,
+                "spec": r.spec.training_dict(),
+                "spec_fingerprint": r.spec.fingerprint(),
+                "image_shape": list(r.data.image_shape),
+                "num_classes": r.data.num_classes,
+                "family": r.spec.model.family,
+                "metrics": metrics,
+                "created": time.time(),
+            }
+            checkpoint.write(tmp, {"trainer": r.trainer.state_dict(), "rng": rngs}, meta)
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(r.pos.step))

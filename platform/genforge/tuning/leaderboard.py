@@ -51,7 +51,8 @@ def close_trials(client, parent: str, grid, metric: str, mode: str, max_epochs: 
                 status, reason = "FAILED", str(result.error).strip().splitlines()[-1][:500]
             else:
                 status = "FINISHED"
-                reason = "completed" if epochs >= max_epochs else f"stopped early by the scheduler after {epochs} of {max_epochs} epochs"
+                reason = ("completed" if epochs >= max_epochs
+                          else f"stopped early by the scheduler after {epochs} of {max_epochs} epochs")
                 if epochs < max_epochs:
                     client.set_tag(run_id, "genforge.stopped_early", reason)
             client.set_tag(run_id, "genforge.end_reason", reason)
@@ -88,14 +89,16 @@ def log_leaderboard(client, parent: str, rows: list[dict[str, Any]], keys: list[
                                  *[r["config"].get(k) for k in keys], r["reason"]])
         best = next((r for r in rows if r["objective"] is not None), None)
         if best:
-            (out / "best_config.json").write_text(json.dumps({"objective": best["objective"], "metric": metric, **best["config"]}, indent=2))
+            chosen = {"objective": best["objective"], "metric": metric, **best["config"]}
+            (out / "best_config.json").write_text(json.dumps(chosen, indent=2))
         fig, axes = plt.subplots(1, max(len(keys), 1), figsize=(4 * max(len(keys), 1), 3.2), squeeze=False)
         for ax, k in zip(axes[0], keys):
-            points = [(r["config"].get(k), r["objective"]) for r in rows if r["objective"] is not None and k in r["config"]]
+            points = [(r["config"].get(k), r["objective"]) for r in rows
+                      if r["objective"] is not None and k in r["config"]]
             if points:
                 xs, ys = zip(*points)
-                ax.scatter(xs, ys, c=["tab:red" if best and (x, y) == (best["config"].get(k), best["objective"]) else "tab:blue"
-                                      for x, y in points])
+                chosen_point = (best["config"].get(k), best["objective"]) if best else None
+                ax.scatter(xs, ys, c=["tab:red" if (x, y) == chosen_point else "tab:blue" for x, y in points])
                 if all(isinstance(x, (int, float)) and x > 0 for x in xs) and max(xs) / min(xs) > 20:
                     ax.set_xscale("log")
             ax.set_xlabel(k)

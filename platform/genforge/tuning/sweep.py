@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 from genforge.config import Spec, spec_from_dict
 from genforge.errors import RunError, SpecError
-from genforge.training.driver import TRIAL_DRIVER, preflight
-from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
+from genforge.ray_runtime import TRIAL_DRIVER, Progress, ensure_ray, relayed_progress, verbose
+from genforge.tracking.uri import resolve_tracking_uri
+from genforge.training.driver import preflight, storage_root
 from genforge.tuning import space as spaces
 
 SWEEP_RECORD = "genforge_sweep.json"
@@ -66,7 +67,10 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     spec = _trial_spec(ctx["base"], config, trial_id, ctx)
     tags = {"mlflow.parentRunId": ctx["parent_run_id"], "genforge.trial_id": trial_id, "genforge.sweep": ctx["sweep"]}
-    train(spec, echo=print, callbacks=[TuneReportCallback()], tags=tags, finalize=False)
+    # The sweep's console gets one line per trial epoch; this trial driver's own lines (print) show
+    # only with Ray's output (GENFORGE_VERBOSE=1).
+    progress = ctx["progress"].for_run(label=f"trial {trial_id}: ", ticks=False)
+    train(spec, echo=print, callbacks=[TuneReportCallback()], tags=tags, finalize=False, progress=progress)
 
 
 def _check_space(spec: Spec, entries) -> None:
@@ -91,93 +95,142 @@ def _concurrency(spec: Spec) -> int:
     return max(1, int(units // per_trial))
 
 
+@dataclass
+class _Sweep:
+    """What a sweep resolves before Ray starts."""
+
+    spec: Spec
+    entries: dict[str, Any]
+    metric: str
+    tracking_uri: str
+    storage: Path
+    name: str
+    experiment: str
+    image_shape: tuple[int, int, int]
+    num_classes: int
+
+
 def tune_sweep(spec: Spec, echo: Callable[[str], None] = print) -> SweepResult:
-    import ray
+    """Run (or resume) the sweep of `spec.tune`: a parent MLflow run, one Tune trial per sampled config,
+    the leaderboard, and the best trial's model logged for registration."""
     from mlflow import MlflowClient
-    from ray import tune
 
-    from genforge.training.driver import _ensure_ray
-    from genforge.tracking.runs import create_run, experiment_id, reopen_run, run_exists
+    sw = _prepare(spec, echo)
+    ensure_ray(spec)
+    client = MlflowClient(sw.tracking_uri)
+    parent = _open_parent(sw, client, echo)
+    with relayed_progress(echo) as progress:
+        ctx = _trial_context(sw, parent, progress)
+        grid = _fit(sw, ctx, client, parent, echo)
+    return _conclude(sw, ctx, grid, client, parent, echo)
 
+
+def _prepare(spec: Spec, echo: Callable[[str], None]) -> _Sweep:
+    """Check the spec, the data and every bound of the search space; train the in-loop extractor once."""
     data, shape, num_classes = preflight(spec)
     entries = spaces.space_entries(spec)
     _check_space(spec, entries)
     metric = spaces.objective(spec)
     uri = resolve_tracking_uri(spec.tracking.uri)
-    storage = Path(spec.train.storage_path).expanduser().resolve() if spec.train.storage_path else default_storage_path(uri)
-    sweep = f"{spec.name}-sweep"
-    experiment = spec.tracking.experiment or spec.name
+    storage = storage_root(spec, uri)
     if metric == "inloop_fid":  # trials load the extractor from the cache; train it once, here
         from genforge.evaluator.inloop import prepare
 
         prepare(spec.model_copy(update={"evaluate": spec.evaluate.model_copy(update={"every_epochs": 1})}), data, echo)
+    return _Sweep(spec, entries, metric, uri, storage, f"{spec.name}-sweep", spec.tracking.experiment or spec.name,
+                  shape, num_classes)
 
-    _ensure_ray(spec)
-    has_driver_resource = ray.cluster_resources().get(TRIAL_DRIVER, 0) >= 1
-    client = MlflowClient(uri)
-    record_path = storage / sweep / SWEEP_RECORD
-    parent = None
+
+def _open_parent(sw: _Sweep, client, echo: Callable[[str], None]) -> str:
+    """The sweep's parent MLflow run: the recorded one, reopened, or a new one."""
+    from genforge.tracking.runs import create_run, experiment_id, reopen_run, run_exists
+
+    record_path = sw.storage / sw.name / SWEEP_RECORD
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record["tracking_uri"] == uri and run_exists(client, record["parent_run_id"]):
+        if record["tracking_uri"] == sw.tracking_uri and run_exists(client, record["parent_run_id"]):
             parent = record["parent_run_id"]
-            reopen_run(client, parent, spec)
-            echo(f"[genforge] sweep {sweep} exists (parent run {parent}): continuing it")
-    if parent is None:
-        exp_id = experiment_id(client, experiment, uri)
-        parent = create_run(client, exp_id, spec, {"kind": "sweep", "metric": metric}, {"mlflow.runName": sweep})
-        record_path.parent.mkdir(parents=True, exist_ok=True)
-        record_path.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": uri, "created": time.time()}))
-        echo(f"[genforge] sweep {sweep}: parent MLflow run {parent} in experiment '{experiment}'")
+            reopen_run(client, parent, sw.spec)
+            echo(f"[genforge] sweep {sw.name} exists (parent run {parent}): continuing it")
+            return parent
+    exp_id = experiment_id(client, sw.experiment, sw.tracking_uri)
+    parent = create_run(client, exp_id, sw.spec, {"kind": "sweep", "metric": sw.metric}, {"mlflow.runName": sw.name})
+    record_path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"parent_run_id": parent, "tracking_uri": sw.tracking_uri, "created": time.time()}
+    record_path.write_text(json.dumps(record))
+    echo(f"[genforge] sweep {sw.name}: parent MLflow run {parent} in experiment '{sw.experiment}'")
+    return parent
 
-    ctx = {
-        "base": spec.model_dump(mode="json", by_alias=True),
+
+def _trial_context(sw: _Sweep, parent: str, progress: Progress) -> dict[str, Any]:
+    """What every trial needs, handed to it through `tune.with_parameters`."""
+    return {
+        "base": sw.spec.model_dump(mode="json", by_alias=True),
         "parent_run_id": parent,
-        "sweep": sweep,
-        "tracking_uri": uri,
-        "experiment": experiment,
-        "trial_storage": str(storage / sweep / "trials"),
-        "max_epochs": spec.tune.max_epochs,
-        "workers": spec.tune.workers_per_trial,
-        "metric": metric,
+        "sweep": sw.name,
+        "tracking_uri": sw.tracking_uri,
+        "experiment": sw.experiment,
+        "trial_storage": str(sw.storage / sw.name / "trials"),
+        "max_epochs": sw.spec.tune.max_epochs,
+        "workers": sw.spec.tune.workers_per_trial,
+        "metric": sw.metric,
+        "progress": progress,
     }
+
+
+def _fit(sw: _Sweep, ctx: dict[str, Any], client, parent: str, echo: Callable[[str], None]):
+    """Fit the Tuner; on Ctrl-C mark the parent and its running trials KILLED (a re-run resumes them)."""
+    import ray
+    from ray import tune
+
+    spec = sw.spec
+    has_driver_resource = ray.cluster_resources().get(TRIAL_DRIVER, 0) >= 1
     trial_resources = {"CPU": 0, TRIAL_DRIVER: 1} if has_driver_resource else {"CPU": 0.01}
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), trial_resources)
     concurrency = _concurrency(spec)
-    tuner = _tuner(spec, trainable, entries, metric, storage, sweep, concurrency)
-    echo(f"[genforge] {spec.tune.num_samples} trials, {concurrency} at a time, {spec.tune.workers_per_trial} worker(s) "
-         f"each, up to {spec.tune.max_epochs} epochs; objective {metric} ({spec.tune.mode}); search {spec.tune.search}, "
-         f"scheduler {spec.tune.scheduler}")
+    tuner = _tuner(spec, trainable, sw.entries, sw.metric, sw.storage, sw.name, concurrency)
+    t = spec.tune
+    echo(f"[genforge] {t.num_samples} trials, {concurrency} at a time, {t.workers_per_trial} worker(s) each, "
+         f"up to {t.max_epochs} epochs; objective {sw.metric} ({t.mode}); search {t.search}, scheduler {t.scheduler}")
     # Tune's own Ctrl-C handler ends fit() quietly, indistinguishable from a finished sweep; without it,
     # Ctrl-C raises KeyboardInterrupt here and the experiment state Tune saves as it goes is resumable.
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    if not verbose():
+        # Tune 2.60's default output engine prints its experiment header even at verbose=0; the
+        # legacy engine it keeps for notebooks prints nothing at verbose=0.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     try:
-        grid = tuner.fit()
+        return tuner.fit()
     except KeyboardInterrupt:
         for child in client.search_runs([client.get_run(parent).info.experiment_id],
                                         f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'"):
             client.set_terminated(child.info.run_id, "KILLED")
         client.set_terminated(parent, "KILLED")
-        echo(f"\n[genforge] sweep {sweep} interrupted. Re-run the same command to resume it.")
+        echo(f"\n[genforge] sweep {sw.name} interrupted. Re-run the same command to resume it.")
         raise
     except Exception as exc:
         client.set_terminated(parent, "FAILED")
         raise RunError(f"sweep failed: {exc}") from exc
 
+
+def _conclude(sw: _Sweep, ctx: dict[str, Any], grid, client, parent: str, echo: Callable[[str], None]) -> SweepResult:
+    """Close the trials, log the leaderboard, log the best trial's model and finish the parent run."""
     from genforge.tuning.leaderboard import close_trials, log_leaderboard
 
-    rows = close_trials(client, parent, grid, metric, spec.tune.mode, spec.tune.max_epochs)
+    t = sw.spec.tune
+    rows = close_trials(client, parent, grid, sw.metric, t.mode, t.max_epochs)
     best = next((r for r in rows if r["objective"] is not None and math.isfinite(r["objective"])), None)
-    log_leaderboard(client, parent, rows, list(entries), metric, spec.tune.mode)
+    log_leaderboard(client, parent, rows, list(sw.entries), sw.metric, t.mode)
     if best is None:
         client.set_terminated(parent, "FAILED")
-        raise RunError(f"sweep {sweep}: no trial reported {metric}; see the trial runs under parent {parent}")
-    _finalize_best(spec, best, ctx, shape, num_classes, client, echo)
+        raise RunError(f"sweep {sw.name}: no trial reported {sw.metric}; see the trial runs under parent {parent}")
+    _finalize_best(sw.spec, best, ctx, sw.image_shape, sw.num_classes, client, echo)
     client.set_tag(parent, "genforge.best_run_id", best["run_id"])
     client.set_tag(parent, "genforge.best_trial", best["trial_id"])
-    client.log_metric(parent, f"best_{metric}", best["objective"])
+    client.log_metric(parent, f"best_{sw.metric}", best["objective"])
     client.set_terminated(parent, "FINISHED")
-    return SweepResult(parent, experiment, uri, metric, spec.tune.mode, best["run_id"], best["config"], best["objective"], rows)
+    return SweepResult(parent, sw.experiment, sw.tracking_uri, sw.metric, t.mode, best["run_id"], best["config"],
+                       best["objective"], rows)
 
 
 def _tuner(spec: Spec, trainable, entries, metric: str, storage: Path, sweep: str, concurrency: int):
@@ -190,14 +243,17 @@ def _tuner(spec: Spec, trainable, entries, metric: str, storage: Path, sweep: st
         return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=False)
     t = spec.tune
     if t.search == "optuna":
+        import optuna
         from ray.tune.search.optuna import OptunaSearch
 
+        if not verbose():  # "A new study created in memory" and the like are Optuna's INFO lines
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
         search = OptunaSearch(seed=t.seed)
     else:
         search = BasicVariantGenerator(random_state=t.seed)
     scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=t.max_epochs, grace_period=min(t.grace_period, t.max_epochs),
-                      reduction_factor=t.reduction_factor)
+        ASHAScheduler(time_attr="training_iteration", max_t=t.max_epochs,
+                      grace_period=min(t.grace_period, t.max_epochs), reduction_factor=t.reduction_factor)
         if t.scheduler == "asha" else FIFOScheduler()
     )
     return tune.Tuner(
@@ -205,7 +261,8 @@ def _tuner(spec: Spec, trainable, entries, metric: str, storage: Path, sweep: st
         param_space=spaces.to_tune(entries),
         tune_config=tune.TuneConfig(metric=metric, mode=t.mode, search_alg=search, scheduler=scheduler,
                                     num_samples=t.num_samples, max_concurrent_trials=concurrency),
-        run_config=tune.RunConfig(name=sweep, storage_path=str(storage), verbose=1),
+        # Tune's status table is Ray's own output: shown only when verbose.
+        run_config=tune.RunConfig(name=sweep, storage_path=str(storage), verbose=1 if verbose() else 0),
     )
 
 
@@ -221,6 +278,7 @@ def _finalize_best(spec: Spec, best: dict[str, Any], ctx: dict[str, Any], shape,
     found = checkpoint.latest(run_dir)
     if found is None:
         raise RunError(f"best trial {best['trial_id']} left no checkpoint in {run_dir}")
-    plan = Plan(trial_spec, ctx["tracking_uri"], ctx["experiment"], Path(ctx["trial_storage"]), run_dir, shape, num_classes)
+    plan = Plan(trial_spec, ctx["tracking_uri"], ctx["experiment"], Path(ctx["trial_storage"]), run_dir, shape,
+                num_classes)
     echo(f"[genforge] logging the best trial's model ({best['trial_id']}, run {best['run_id']})")
     finalize_run(plan, client, best["run_id"], found)
