@@ -38,7 +38,7 @@ def train(spec_path: str, overrides: tuple[str, ...], dry_run: bool, as_json: bo
     if dry_run:
         from genforge.training.driver import plan
 
-        info = _plan_info(plan(spec))
+        info = _plan_info(plan(spec, dry_run=True))
         click.echo(json.dumps(info) if as_json else json.dumps(info, indent=2))
         return
     result = _run_on_ray(lambda: genforge.train(spec, echo=echo_for(as_json)))
@@ -65,6 +65,7 @@ def _plan_info(p) -> dict:
         "num_classes": p.num_classes,
         "resume_run_id": p.resume_run_id,
         "resume_checkpoint": str(p.resume_checkpoint.path) if p.resume_checkpoint else None,
+        "would_move_aside": str(p.orphaned) if p.orphaned else None,
         "spec": p.spec.model_dump(mode="json", by_alias=True),
     }
 

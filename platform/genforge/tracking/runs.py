@@ -36,10 +36,19 @@ def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
 
 
 def run_exists(client: MlflowClient, run_id: str) -> bool:
+    """True for an active run; False only when the store says the run does not exist (or was deleted).
+    Anything else (a timeout, a 5xx, 401) is an outage: a RunError naming the store, never "gone"."""
+    from genforge.errors import RunError
+
     try:
         return client.get_run(run_id).info.lifecycle_stage == "active"
-    except MlflowException:
-        return False
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise RunError(f"tracking store {client.tracking_uri} did not answer about run {run_id}: "
+                       f"{str(exc).splitlines()[0][:300]}") from exc
+    except OSError as exc:
+        raise RunError(f"tracking store {client.tracking_uri} is unreachable: {exc}") from exc
 
 
 def _resumable_tags(spec: Spec) -> list[RunTag]:
@@ -67,13 +76,24 @@ def create_run(client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, A
     }
     run = client.create_run(exp_id, run_name=tags["mlflow.runName"], tags=tags)
     run_id = run.info.run_id
-    flat = flatten(spec.training_dict())
-    params = [Param(k, str(v)) for k, v in flat.items() if k not in RESUMABLE_KEYS]
-    for i in range(0, len(params), 100):  # MLflow's batch limit
-        client.log_batch(run_id, params=params[i : i + 100])
-    client.log_batch(run_id, tags=_resumable_tags(spec))
-    _log_spec(client, run_id, spec)
+    try:  # a failure half-way leaves a FAILED run, never one that looks RUNNING forever
+        flat = flatten(spec.training_dict())
+        params = [Param(k, str(v)) for k, v in flat.items() if k not in RESUMABLE_KEYS]
+        for i in range(0, len(params), 100):  # MLflow's batch limit
+            client.log_batch(run_id, params=params[i : i + 100])
+        client.log_batch(run_id, tags=_resumable_tags(spec))
+        _log_spec(client, run_id, spec)
+    except BaseException:
+        _mark_failed_quietly(client, run_id)
+        raise
     return run_id
+
+
+def _mark_failed_quietly(client: MlflowClient, run_id: str) -> None:
+    try:
+        client.set_terminated(run_id, status="FAILED")
+    except (MlflowException, OSError):
+        pass  # the store is the problem; the original error says so
 
 
 def reopen_run(client: MlflowClient, run_id: str, spec: Spec) -> None:

@@ -29,6 +29,23 @@ def resolve_tracking_uri(spec_uri: str | None) -> str:
     return uri
 
 
+def store_identity(tracking_uri: str) -> str:
+    """What a tracking URI points at, for comparing stores: the real path of a local store, or the normalised
+    scheme, host, port and path of a server (`sqlite:////a//b.db` and `sqlite:////a/b.db` are one store)."""
+    from urllib.parse import urlsplit
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///"):
+        return "sqlite:" + os.path.realpath(uri[len("sqlite:///") :])
+    if uri.startswith("file:"):
+        return "file:" + os.path.realpath(urlparse(uri).path)
+    parts = urlsplit(uri)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    port = parts.port if parts.port not in (None, default_port) else None
+    host = (parts.hostname or "") + (f":{port}" if port else "")
+    return f"{parts.scheme.lower()}://{host}{parts.path.rstrip('/')}"
+
+
 def local_store_dir(tracking_uri: str) -> Path | None:
     """Directory holding a local tracking store (the SQLite file's folder), or None for a server."""
     if tracking_uri.startswith("sqlite:///"):

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from genforge.files import write_json_atomically
+
 STATE_FILE, META_FILE = "state.pt", "meta.json"
 PREFIX = "checkpoint_step_"
 FORMAT_VERSION = 1
@@ -47,9 +49,7 @@ def write(directory: str | Path, state: dict[str, Any], meta: dict[str, Any]) ->
     torch.save(state, tmp)
     os.replace(tmp, directory / STATE_FILE)
     meta = {**meta, "format_version": FORMAT_VERSION, "state_sha256": sha256_file(directory / STATE_FILE)}
-    tmp = directory / (META_FILE + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, directory / META_FILE)
+    write_json_atomically(directory / META_FILE, meta)
 
 
 def read_meta(directory: str | Path) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 from genforge.config import RESUMABLE_KEYS, Spec, flatten
 from genforge.data import ImageSplits, load_dataset
 from genforge.errors import RunError, SpecError
+from genforge.files import write_json_atomically
 from genforge.models import build_models, get_family
 from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, stop_flag, verbose
 from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
@@ -47,6 +48,7 @@ class Plan:
     resume_run_id: str | None = None
     resume_checkpoint: checkpoint.Found | None = None
     inloop: dict[str, Any] | None = None  # paths of the in-loop FID's extractor and reference
+    orphaned: Path | None = None  # dry run: where the checkpoints of a run the store no longer has would go
 
 
 @dataclass
@@ -96,14 +98,16 @@ def storage_root(spec: Spec, tracking_uri: str) -> Path:
     return default_storage_path(tracking_uri)
 
 
-def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool = False) -> Plan:
+def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool = False, dry_run: bool = False) -> Plan:
+    """Resolve everything on the driver. `dry_run` changes nothing on disk (a run directory to be moved aside
+    is only reported as `orphaned`)."""
     data, shape, num_classes = preflight(spec)
     uri = resolve_tracking_uri(spec.tracking.uri)
     storage = storage_root(spec, uri)
     p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes)
     record_path = p.run_dir / RUN_RECORD
     if record_path.is_file():
-        _plan_resume(p, json.loads(record_path.read_text()))
+        _plan_resume(p, json.loads(record_path.read_text()), dry_run)
     if prepare_inloop:
         from genforge.evaluator.inloop import prepare
 
@@ -115,19 +119,33 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Flattened spec keys whose value differs between a run's record and the spec now, except those
     that may change on resume. A key the record lacks was added to genforge after the run started
     (e.g. `model.ema_rampup`): the run cannot have set it, so it does not block continuing."""
-    return sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and k in old and old[k] != new.get(k))
+    # tracking.uri is compared by store identity (a different spelling of the same store is the same run).
+    skip = (*RESUMABLE_KEYS, "tracking.uri")
+    return sorted(k for k in set(old) | set(new) if k not in skip and k in old and old[k] != new.get(k))
 
 
-def _plan_resume(p: Plan, record: dict[str, Any]) -> None:
+def _plan_resume(p: Plan, record: dict[str, Any], dry_run: bool = False) -> None:
+    """Continue the run this name's directory belongs to. A directory that belongs to another store is refused
+    (nothing moves); only a run the store says does not exist lets a new run start, with the old checkpoints
+    moved aside (never by a dry run); an outage raises and changes nothing."""
     from mlflow import MlflowClient
 
     from genforge.tracking.runs import run_exists
+    from genforge.tracking.uri import store_identity
 
     run_id = record["mlflow_run_id"]
-    if record.get("tracking_uri") != p.tracking_uri or not run_exists(MlflowClient(p.tracking_uri), run_id):
+    if store_identity(record.get("tracking_uri", "")) != store_identity(p.tracking_uri):
+        raise SpecError(
+            f"name '{p.spec.name}': {p.run_dir} holds run {run_id} of another tracking store "
+            f"({record.get('tracking_uri')}), not {p.tracking_uri}; use that store, a new name, or move {p.run_dir}"
+        )
+    if not run_exists(MlflowClient(p.tracking_uri), run_id):
         aside = p.run_dir.with_name(f"{p.run_dir.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        if dry_run:
+            p.orphaned = aside
+            return
         warnings.warn(
-            f"checkpoints in {p.run_dir} belong to MLflow run {run_id}, which is not in {p.tracking_uri}; "
+            f"checkpoints in {p.run_dir} belong to MLflow run {run_id}, which {p.tracking_uri} no longer has; "
             f"ignoring them (moved to {aside}) and starting a new run",
             stacklevel=2,
         )
@@ -304,7 +322,7 @@ def _open_run(
 ) -> tuple[str, TrainResult | None]:
     """The MLflow run to train into: the name's run, reopened (with its result if nothing is left to
     do), or a new one, recorded in the run directory."""
-    from genforge.tracking.runs import create_run, experiment_id, reopen_run
+    from genforge.tracking.runs import create_run, end_run, experiment_id, reopen_run
 
     spec, found = p.spec, p.resume_checkpoint
     if p.resume_run_id is not None:
@@ -320,10 +338,13 @@ def _open_run(
     exp_id = experiment_id(client, p.experiment, p.tracking_uri)
     facts = {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}
     run_id = create_run(client, exp_id, spec, facts, tags)
-    p.run_dir.mkdir(parents=True, exist_ok=True)
     record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(),
               "created": time.time()}
-    (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2))
+    try:
+        write_json_atomically(p.run_dir / RUN_RECORD, record)
+    except OSError:
+        end_run(client, run_id, "FAILED", f"cannot write {p.run_dir / RUN_RECORD}")
+        raise
     echo(f"[genforge] MLflow run {run_id} in experiment '{p.experiment}' ({p.tracking_uri})")
     return run_id, None
 

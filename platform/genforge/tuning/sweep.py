@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 from genforge.config import Spec, spec_from_dict
 from genforge.errors import RunError, SpecError
+from genforge.files import write_json_atomically
 from genforge.ray_runtime import TRIAL_DRIVER, Progress, ensure_ray, relayed_progress, verbose
-from genforge.tracking.uri import resolve_tracking_uri
+from genforge.tracking.uri import resolve_tracking_uri, store_identity
 from genforge.training.driver import preflight, storage_root
 from genforge.tuning import space as spaces
 
@@ -148,16 +149,16 @@ def _open_parent(sw: _Sweep, client, echo: Callable[[str], None]) -> str:
     record_path = sw.storage / sw.name / SWEEP_RECORD
     if record_path.is_file():
         record = json.loads(record_path.read_text())
-        if record["tracking_uri"] == sw.tracking_uri and run_exists(client, record["parent_run_id"]):
+        same_store = store_identity(record["tracking_uri"]) == store_identity(sw.tracking_uri)
+        if same_store and run_exists(client, record["parent_run_id"]):
             parent = record["parent_run_id"]
             reopen_run(client, parent, sw.spec)
             echo(f"[genforge] sweep {sw.name} exists (parent run {parent}): continuing it")
             return parent
     exp_id = experiment_id(client, sw.experiment, sw.tracking_uri)
     parent = create_run(client, exp_id, sw.spec, {"kind": "sweep", "metric": sw.metric}, {"mlflow.runName": sw.name})
-    record_path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"parent_run_id": parent, "tracking_uri": sw.tracking_uri, "created": time.time()}
-    record_path.write_text(json.dumps(record))
+    write_json_atomically(record_path, {"parent_run_id": parent, "tracking_uri": sw.tracking_uri,
+                                        "created": time.time()})
     echo(f"[genforge] sweep {sw.name}: parent MLflow run {parent} in experiment '{sw.experiment}'")
     return parent
 
