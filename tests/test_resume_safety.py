@@ -26,7 +26,7 @@ def _record(spec, run_id: str, uri: str, storage) -> "object":
 
 
 @pytest.fixture()
-def store(tmp_path):
+def sqlite_store(tmp_path):
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -35,10 +35,10 @@ def store(tmp_path):
     return uri, client, run_id
 
 
-def test_same_store_spelled_differently_resumes_and_dry_run_moves_nothing(store, tmp_path):
+def test_same_store_spelled_differently_resumes_and_dry_run_moves_nothing(sqlite_store, tmp_path):
     from genforge.training.driver import plan
 
-    uri, client, run_id = store
+    uri, client, run_id = sqlite_store
     spec = _spec("spelled", uri, tmp_path / "runs")
     run_dir = _record(spec, run_id, uri, tmp_path / "runs")
     other_spelling = uri.replace("sqlite:////", "sqlite://///").replace("/mlflow.db", "//mlflow.db")
@@ -47,10 +47,10 @@ def test_same_store_spelled_differently_resumes_and_dry_run_moves_nothing(store,
     assert sorted(x.name for x in (tmp_path / "runs").iterdir()) == ["spelled"] and run_dir.is_dir()
 
 
-def test_a_run_the_store_does_not_have_is_moved_aside_but_never_by_a_dry_run(store, tmp_path):
+def test_a_run_the_store_does_not_have_is_moved_aside_but_never_by_a_dry_run(sqlite_store, tmp_path):
     from genforge.training.driver import plan
 
-    uri, client, _ = store
+    uri, client, _ = sqlite_store
     spec = _spec("gone", uri, tmp_path / "runs")
     run_dir = _record(spec, "0" * 32, uri, tmp_path / "runs")
     dry = plan(spec, echo=lambda m: None, dry_run=True)
@@ -61,11 +61,11 @@ def test_a_run_the_store_does_not_have_is_moved_aside_but_never_by_a_dry_run(sto
     assert [x.name.startswith("gone.orphaned-") for x in (tmp_path / "runs").iterdir()] == [True]
 
 
-def test_a_directory_of_another_store_is_refused_and_kept(store, tmp_path):
+def test_a_directory_of_another_store_is_refused_and_kept(sqlite_store, tmp_path):
     from genforge.errors import SpecError
     from genforge.training.driver import plan
 
-    uri, client, run_id = store
+    uri, client, run_id = sqlite_store
     spec = _spec("elsewhere", uri, tmp_path / "runs")
     run_dir = _record(spec, run_id, f"sqlite:///{tmp_path / 'other.db'}", tmp_path / "runs")
     with pytest.raises(SpecError, match="another tracking store"):
@@ -100,3 +100,20 @@ def test_an_outage_while_checking_the_run_changes_nothing(tmp_path, monkeypatch)
             proxy.stop()
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_complete_one(train_spec, client):
+    """Ray restores its newest checkpoint; when that one is cut short the workers take the newest complete one
+    from the run directory instead of failing on every retry. The run continues, no step is logged twice."""
+    from pathlib import Path
+
+    spec = tiny_spec("corrupt-newest", epochs=2)
+    first = train_spec(spec)
+    newest = sorted(Path(first.checkpoint).parent.glob("checkpoint_step_*"))[-1]
+    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:100])  # cut short
+    second = train_spec(spec, ("train.epochs=3",))
+    assert second.run_id == first.run_id and second.status == "FINISHED" and second.epochs == 3
+    for key in client.get_run(first.run_id).data.metrics:
+        steps = [m.step for m in client.get_metric_history(first.run_id, key)]
+        assert len(steps) == len(set(steps)), key

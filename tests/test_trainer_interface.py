@@ -102,3 +102,17 @@ def test_keys_added_after_a_run_started_do_not_block_resuming_it():
     old = {"model.family": "gan", "model.ema_decay": 0.999, "train.epochs": 5}  # recorded before ema_rampup
     assert changed_keys(old, {**old, "model.ema_rampup": 0.05, "train.epochs": 9}) == []
     assert changed_keys(old, {**old, "model.ema_decay": 0.99}) == ["model.ema_decay"]
+
+
+def test_a_skipped_non_finite_step_does_not_poison_the_logged_window():
+    """One skipped step in a logging window: the window's means come from the finite steps only."""
+    from genforge.training.worker import _Tick
+
+    tick = _Tick(torch.device("cpu"))
+    tick.add({"loss": torch.tensor(2.0)}, True)
+    tick.add({"loss": torch.tensor(float("nan"))}, False)
+    tick.add({"loss": torch.tensor(4.0)}, True)
+    means, stop, steps_per_s = tick.reduce(False)
+    assert means == {"loss": 3.0} and not stop and steps_per_s > 0
+    tick.add({"loss": torch.tensor(float("inf"))}, False)
+    assert tick.reduce(False)[0] == {}  # a window of only skipped steps logs no loss at all

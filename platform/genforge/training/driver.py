@@ -193,6 +193,7 @@ def _fit(
         train_loop_config={
             "spec": p.spec.model_dump(mode="json", by_alias=True),
             "run_id": run_id,
+            "run_dir": str(p.run_dir),  # where genforge's own look-up finds a complete checkpoint if Ray's is not
             "tracking_uri": p.tracking_uri,
             "stop_flag": flag,
             "inloop": p.inloop,

@@ -85,12 +85,20 @@ def _all_gather(obj: Any) -> list[Any]:
 
 
 class _Tick:
-    """Accumulates step metrics between ticks and reduces them across ranks in one collective."""
+    """Accumulates step metrics between ticks and reduces them across ranks in one collective.
+
+    A step skipped for non-finite gradients adds no metrics (its NaN would turn the whole window's means into
+    NaN); it still counts for throughput and in `nonfinite_steps`. The ranks agree on every skip (the decision
+    uses the all-reduced gradient norm), so they always hold the same keys.
+    """
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.sums, self.count, self.t0 = device, {}, 0, time.perf_counter()
+        self.device, self.sums, self.count, self.steps, self.t0 = device, {}, 0, 0, time.perf_counter()
 
-    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+    def add(self, metrics: dict[str, torch.Tensor], ok: bool = True) -> None:
+        self.steps += 1
+        if not ok:
+            return
         for k, v in metrics.items():
             self.sums[k] = self.sums.get(k, 0.0) + v.detach().float()
         self.count += 1
@@ -104,8 +112,8 @@ class _Tick:
             packed[:-1] /= dist.get_world_size()
         values = packed.cpu().tolist()
         elapsed = time.perf_counter() - self.t0
-        steps = self.count
-        self.sums, self.count, self.t0 = {}, 0, time.perf_counter()
+        steps = self.steps
+        self.sums, self.count, self.steps, self.t0 = {}, 0, 0, time.perf_counter()
         return dict(zip(keys, values[:-1])), values[-1] > 0, steps / max(elapsed, 1e-9)
 
 
@@ -192,12 +200,12 @@ def _restore(r: _Rank, restored: Any) -> None:
     """Continue from Ray's checkpoint: trainer state, position and this rank's RNG stream."""
     if restored is None:
         return
-    with restored.as_directory() as path:
-        state, meta = checkpoint.load(path, map_location=r.device)
+    loaded = _load_verified(r, restored)
+    if loaded is None:
+        return
+    state, meta, where = loaded
     if meta["mlflow_run_id"] != r.config["run_id"]:
-        raise RuntimeError(
-            f"checkpoint {restored.path} belongs to MLflow run {meta['mlflow_run_id']}, not {r.config['run_id']}"
-        )
+        raise RuntimeError(f"checkpoint {where} belongs to MLflow run {meta['mlflow_run_id']}, not {r.config['run_id']}")
     r.trainer.load_state_dict(state["trainer"])
     r.pos = Position(**meta["position"])
     rng = state["rng"]
@@ -206,7 +214,26 @@ def _restore(r: _Rank, restored: Any) -> None:
     else:  # the worker count changed: continue exactly per rank is impossible, so reseed from the step
         torch.manual_seed(_rank_seed(r.spec.train.seed + r.pos.step, r.rank))
     if r.rank == 0:
-        r.progress.say(f"resumed from {restored.path} at epoch {r.pos.epoch}, step {r.pos.step}")
+        r.progress.say(f"resumed from {where} at epoch {r.pos.epoch}, step {r.pos.step}")
+
+
+def _load_verified(r: _Rank, restored: Any) -> tuple[dict, dict, str] | None:
+    """Ray's checkpoint if it verifies; else (cut short, missing files, wrong sha256) the newest complete one in the
+    run directory, so a corrupt newest checkpoint cannot make every retry fail. Every rank decides alike: they
+    verify the same files."""
+    try:
+        with restored.as_directory() as path:
+            state, meta = checkpoint.load(path, map_location=r.device)
+        return state, meta, str(restored.path)
+    except (checkpoint.CheckpointError, OSError, RuntimeError) as exc:
+        reason = f"refusing checkpoint {restored.path}: {exc}"
+    found = checkpoint.latest(r.config["run_dir"]) if r.config.get("run_dir") else None
+    if r.rank == 0:
+        r.progress.say(f"WARNING: {reason}; " + (f"using {found.path}" if found else "no complete checkpoint: starting over"))
+    if found is None:
+        return None
+    state, meta = checkpoint.load(found.path, map_location=r.device)
+    return state, meta, str(found.path)
 
 
 def _attach_io(r: _Rank) -> None:
@@ -234,7 +261,7 @@ def _run_epoch(r: _Rank) -> bool:
         result = r.trainer.step(x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True))
         r.pos.batch, r.pos.step = r.pos.batch + 1, r.pos.step + 1
         r.pos.nonfinite += 0 if result.ok else 1
-        r.tick.add(result.metrics)
+        r.tick.add(result.metrics, result.ok)
         if r.pos.step % r.spec.train.log_every_steps == 0 or r.pos.batch == r.steps_per_epoch:
             _tick(r)
             if r.stop:
