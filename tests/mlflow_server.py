@@ -30,16 +30,19 @@ def free_port() -> int:
 class MlflowServer:
     """`mlflow server` with a SQLite (or given) backend store and proxied artifacts in a temp folder."""
 
-    def __init__(self, root: Path, backend_uri: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, backend_uri: str | None = None, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         backend = backend_uri or f"sqlite:///{root / 'server.db'}"
         cmd = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1", "--port", str(self.port),
                "--backend-store-uri", backend, "--artifacts-destination", str(root / "artifacts"), "--workers", "2",
                *extra_args]
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"}
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": "genforge-tests", **(env or {})}  # the basic-auth app's CSRF key
         self.log = open(root / "server.log", "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     cwd=root)  # the basic-auth app keeps its user database in the working dir
         self._wait_healthy(120.0)
 
     def _wait_healthy(self, timeout_s: float) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import tiny_spec
 
 
@@ -77,10 +76,10 @@ def test_a_directory_of_another_store_is_refused_and_kept(sqlite_store, tmp_path
 def test_an_outage_while_checking_the_run_changes_nothing(tmp_path, monkeypatch):
     """A 503 (or 401, or a timeout) from the server is not "the run is gone"."""
     from mlflow import MlflowClient
+    from mlflow_server import FaultProxy, MlflowServer
 
     from genforge.errors import RunError
     from genforge.training.driver import plan
-    from mlflow_server import FaultProxy, MlflowServer
 
     root = tmp_path / "server"
     root.mkdir()
