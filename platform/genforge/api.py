@@ -34,7 +34,8 @@ Echo = Callable[[str], None]
 
 def as_spec(spec: "Spec | str | Path", overrides: Sequence[str] = ()) -> "Spec":
     """A validated Spec from a Spec (overrides applied to a copy) or a YAML path, its tracking URI free of
-    credentials (they move to the client's environment variables) so no copy of the spec carries them."""
+    credentials (they move to the client's environment variables) so no copy of the spec carries them, and its
+    data.root absolute (Ray workers and Tune trials do not run in this working directory)."""
     from genforge.config import Spec, load_spec, spec_from_dict
     from genforge.tracking.credentials import adopt_credentials
 
@@ -44,6 +45,8 @@ def as_spec(spec: "Spec | str | Path", overrides: Sequence[str] = ()) -> "Spec":
         spec = load_spec(spec, overrides)
     if spec.tracking.uri:
         spec.tracking.uri = adopt_credentials(spec.tracking.uri)
+    if spec.data.root and "://" not in spec.data.root:  # workers and sweep trials run in other directories
+        spec.data.root = str(Path(spec.data.root).expanduser().resolve())
     return spec
 
 

@@ -49,8 +49,11 @@ def _trial_spec(base: dict[str, Any], values: dict[str, Any], trial_id: str, ctx
     tree = json.loads(json.dumps(base))
     spaces.apply(tree, values)
     tree["name"] = f"{base['name']}-{trial_id}"
+    # Every epoch checkpointed: ASHA may stop a trial after any epoch, and the winner's model comes from its
+    # last checkpoint (the base spec's checkpoint_every may exceed the trial's budget).
     tree.setdefault("train", {}).update(
-        epochs=ctx["max_epochs"], workers=ctx["workers"], storage_path=ctx["trial_storage"], max_failures=0
+        epochs=ctx["max_epochs"], workers=ctx["workers"], storage_path=ctx["trial_storage"], max_failures=0,
+        checkpoint_every=1,
     )
     tree["tracking"] = {"uri": ctx["tracking_uri"], "experiment": ctx["experiment"]}
     if ctx["metric"] == "inloop_fid":
