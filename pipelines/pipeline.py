@@ -46,10 +46,12 @@ def _tune(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str],
 def _evaluate(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
     from mlflow import MlflowClient
 
-    evaluated = "genforge.eval.protocol_hash" in MlflowClient(result.tracking_uri).get_run(result.run_id).data.tags
+    from genforge.tracking.evaluation_logging import current_evaluation
+
+    evaluated = current_evaluation(MlflowClient(result.tracking_uri).get_run(result.run_id)) is not None
     if evaluated and not force:
         result.skipped.append("evaluate")
-        echo(f"[genforge] run {result.run_id} is already evaluated (--force to evaluate again)")
+        echo(f"[genforge] run {result.run_id} is already evaluated at its current weights (--force to evaluate again)")
         return
     genforge.evaluate(result.run_id, tracking_uri=result.tracking_uri, echo=echo)
 

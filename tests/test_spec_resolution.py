@@ -4,7 +4,6 @@ leave a checkpoint behind."""
 from __future__ import annotations
 
 import yaml
-
 from conftest import tiny_spec
 
 

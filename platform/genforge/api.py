@@ -125,17 +125,6 @@ def rollback(name: str, *, alias: str = "champion", metric: str = "fid", trackin
     return restore(_store(tracking_uri), name, alias, metric)
 
 
-def _model_run(model_uri: str, tracking_uri: str | None) -> tuple[str, str]:
-    """(store URI, run id) of a run id or a model URI."""
-    from mlflow import MlflowClient
-
-    from genforge.tracking.lookup import resolve_run
-
-    uri = _store(tracking_uri)
-    is_uri = model_uri.startswith(("runs:/", "models:/"))
-    return uri, resolve_run(MlflowClient(uri), None if is_uri else model_uri, model_uri if is_uri else None)
-
-
 def list_models(name: str | None = None, *, tracking_uri: str | None = None) -> "list[RegisteredVersion]":
     """Every version of every registered model (or of `name`); see `genforge models`."""
     from genforge.model_registry.versions import list_models as versions
@@ -143,11 +132,24 @@ def list_models(name: str | None = None, *, tracking_uri: str | None = None) -> 
     return versions(_store(tracking_uri), name)
 
 
+def _model_run(model_uri: str, tracking_uri: str | None) -> tuple[str, str, str | None]:
+    """(store URI, run id, platform artifact path or None) of a run id or a model URI."""
+    from mlflow import MlflowClient
+
+    from genforge.tracking.lookup import resolve
+
+    uri = _store(tracking_uri)
+    is_uri = model_uri.startswith(("runs:/", "models:/"))
+    return (uri, *resolve(MlflowClient(uri), None if is_uri else model_uri, model_uri if is_uri else None))
+
+
 def load_model(model_uri: str, *, tracking_uri: str | None = None, device: str = "cpu") -> "LoadedModel":
-    """The platform model behind a run id or model URI (sha256-verified safetensors, no unpickling)."""
+    """The platform model behind a run id or model URI (sha256-verified safetensors, no unpickling); a registered
+    version loads exactly the weights it was registered with."""
     from genforge.tracking.loading import load_run_model
 
-    return load_run_model(*_model_run(model_uri, tracking_uri), device=device)
+    store, run_id, artifact = _model_run(model_uri, tracking_uri)
+    return load_run_model(store, run_id, device=device, artifact_path=artifact)
 
 
 @dataclass
@@ -177,8 +179,8 @@ def generate(model_uri: str, n: int = 64, *, label: int | None = None, seed: int
     from genforge.images import save_grid
     from genforge.tracking.loading import load_run_model
 
-    store, run_id = _model_run(model_uri, tracking_uri)
-    model = load_run_model(store, run_id)
+    store, run_id, artifact = _model_run(model_uri, tracking_uri)
+    model = load_run_model(store, run_id, artifact_path=artifact)
     labels = None
     if model.manifest["conditional"]:
         if label is not None and not 0 <= label < model.num_classes:

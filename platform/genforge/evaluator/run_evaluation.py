@@ -41,15 +41,16 @@ def evaluate_run(
     from genforge.evaluator.extractors import get_extractor
     from genforge.evaluator.metrics import evaluate_model
     from genforge.tracking.evaluation_logging import log_evaluation
-    from genforge.tracking.loading import load_run_model
-    from genforge.tracking.lookup import resolve_run, run_spec
+    from genforge.tracking.loading import current_model_artifact, load_run_model
+    from genforge.tracking.lookup import resolve, run_spec
     from genforge.tracking.uri import require_existing_store
 
     client = MlflowClient(require_existing_store(tracking_uri))
-    run_id = resolve_run(client, run, model_uri)
+    run_id, artifact = resolve(client, run, model_uri)
     spec = run_spec(client, run_id, overrides or [])
+    artifact = artifact or current_model_artifact(client, run_id)  # exactly the weights this evaluation describes
     try:
-        model = load_run_model(tracking_uri, run_id)
+        model = load_run_model(tracking_uri, run_id, artifact_path=artifact)
     except (MlflowException, OSError):
         raise SpecError(f"--run {run_id}: no genforge_model artifact (the run has not finished training)") from None
     data = load_dataset(spec.data)
@@ -62,5 +63,5 @@ def evaluate_run(
     echo(f"[genforge] evaluating run {run_id}: {spec.evaluate.samples} samples x {spec.evaluate.seeds} draws, "
          f"{info['name']} features, against {spec.data.dataset}/{spec.evaluate.reference_split}")
     report = evaluate_model(model, data, spec.evaluate, extractor, info, echo)
-    where = log_evaluation(client, run_id, report)
+    where = log_evaluation(client, run_id, report, artifact)
     return EvaluationResult(run_id=run_id, tracking_uri=tracking_uri, report=str(where), **report.to_dict())

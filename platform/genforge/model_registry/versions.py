@@ -24,6 +24,7 @@ class RegisteredVersion:
     fid_std: str | None = None
     protocol: str | None = None
     protocol_hash: str | None = None
+    model_artifact: str | None = None  # the platform artifact (weights of one training step) the version serves
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,17 +41,21 @@ def version_summary(v) -> RegisteredVersion:
         fid_std=v.tags.get("fid_std"),
         protocol=v.tags.get("protocol_name"),
         protocol_hash=v.tags.get("protocol_hash"),
+        model_artifact=v.tags.get("model_artifact"),
     )
 
 
 def register_run(tracking_uri: str, run_id: str, name: str | None = None, overrides: list[str] | None = None,
                  echo: Callable[[str], None] = print) -> RegisteredVersion:
-    """Evaluate the run first if it has no evaluation, then register its MLflow model. Registering the
-    same run under the same name again returns the existing version."""
+    """Evaluate the run's current weights first if they have no evaluation, then register its MLflow model.
+    Registering the same weights under the same name again returns the existing version; a run extended since
+    its last registration gets a new version for its new weights."""
     import mlflow
     from mlflow import MlflowClient
 
     from genforge.evaluator.run_evaluation import evaluate_run
+    from genforge.tracking.evaluation_logging import current_evaluation
+    from genforge.tracking.loading import current_model_artifact
     from genforge.tracking.lookup import resolve_run, run_spec
 
     client = MlflowClient(tracking_uri)
@@ -61,13 +66,15 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     model_uri = run.data.tags.get("genforge.model_uri")
     if not model_uri:
         raise SpecError(f"--run {run_id}: the run has no logged model (training unfinished, or a trial that did not win)")
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-    if existing:
+    weights = current_model_artifact(client, run_id)
+    existing = [v for v in registry_call(lambda: client.search_model_versions(
+        f"name = '{name}' and run_id = '{run_id}'"), f"listing {name}") if v.tags.get("model_artifact") == weights]
+    if existing:  # the same weights are registered already: one version per set of weights
         v = max(existing, key=lambda mv: int(mv.version))
-        echo(f"[genforge] run {run_id} is already {name} version {v.version}")
+        echo(f"[genforge] run {run_id} ({weights}) is already {name} version {v.version}")
         return version_summary(client.get_model_version(name, v.version))
-    if EVAL + "protocol_hash" not in run.data.tags:
-        echo(f"[genforge] run {run_id} has no evaluation yet: evaluating first")
+    if current_evaluation(run) is None:
+        echo(f"[genforge] run {run_id} has no evaluation of its current weights yet: evaluating first")
         evaluate_run(tracking_uri, run_id, overrides=overrides, echo=echo)
         run = client.get_run(run_id)
     tags = _version_tags(client, run, run_id)
@@ -84,27 +91,28 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     return version_summary(client.get_model_version(name, v.version))
 
 
-def evaluation_report(client, run_id: str, protocol_hash: str) -> dict[str, Any]:
-    """The report.json of one evaluation of a run: every number of one protocol, together."""
+def evaluation_report(client, run_id: str, report_dir: str) -> dict[str, Any]:
+    """The report.json of one evaluation of a run: every number of one protocol and one set of weights."""
     import json
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = registry_call(lambda: client.download_artifacts(run_id, f"evaluation/{protocol_hash}/report.json", tmp),
+        path = registry_call(lambda: client.download_artifacts(run_id, f"{report_dir}/report.json", tmp),
                              f"reading the evaluation report of run {run_id}")
         return json.loads(Path(path).read_text())
 
 
 def _version_tags(client, run, run_id: str) -> dict[str, str]:
-    """A version's tags: lineage plus every metric of the run's latest evaluation, all from its one report
-    (so fid, kid, precision... never mix protocols), with the protocol that produced them."""
+    """A version's tags: lineage, the weights it serves, and every metric of their evaluation, all from one report
+    (so fid, kid, precision... never mix protocols or weights), with the protocol that produced them."""
     t = run.data.tags
-    report = evaluation_report(client, run_id, t[EVAL + "protocol_hash"])
+    report = evaluation_report(client, run_id, t[EVAL + "report"])
     tags = {key: repr(float(value)) for key, value in report["metrics"].items()}
     tags.update({
         "protocol_hash": report["protocol"]["hash"],
         "protocol_name": report["protocol"]["name"],
+        "model_artifact": report["model_artifact"],
         "dataset": t["genforge.dataset"],
         "family": t["genforge.family"],
         "spec_hash": t["genforge.spec_fingerprint"],

@@ -15,29 +15,36 @@ from genforge.errors import SpecError
 MODEL_URI_FORMS = "runs:/RUN_ID/PATH, models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID"
 
 
-def run_of_model(client, model_uri: str) -> str | None:
-    """The source run of runs:/RUN/..., models:/m-ID (a logged model), models:/NAME@ALIAS or models:/NAME/VERSION."""
+def resolve_model(client, model_uri: str) -> tuple[str | None, str | None]:
+    """(source run, platform artifact path or None for the run's current one) of runs:/RUN/...,
+    models:/NAME@ALIAS, models:/NAME/VERSION or models:/m-ID. A registered version names the exact weights it
+    was registered with (its `model_artifact` tag), so it never serves weights a later extension logged."""
     if model_uri.startswith("runs:/"):
-        return model_uri[len("runs:/") :].split("/", 1)[0]
+        return model_uri[len("runs:/") :].split("/", 1)[0], None
     if not model_uri.startswith("models:/"):
         raise SpecError(f"--model {model_uri}: expected {MODEL_URI_FORMS}")
     ref = model_uri[len("models:/") :].strip("/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        return client.get_model_version_by_alias(name, alias).run_id
-    if "/" in ref:
-        name, version = ref.split("/", 1)
-        return client.get_model_version(name, version).run_id
-    return client.get_logged_model(ref).source_run_id
+    if "@" in ref or "/" in ref:
+        name, sep, which = ref.partition("@") if "@" in ref else ref.partition("/")
+        version = client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
+        return version.run_id, version.tags.get("model_artifact")
+    return client.get_logged_model(ref).source_run_id, None
 
 
 def resolve_run(client, run: str | None, model_uri: str | None = None) -> str:
     """A run id from a run id or from a model URI; SpecError when either does not exist."""
+    return resolve(client, run, model_uri)[0]
+
+
+def resolve(client, run: str | None, model_uri: str | None = None) -> tuple[str, str | None]:
+    """(run id, platform artifact path or None) from a run id or a model URI; SpecError when either does not
+    exist."""
     from mlflow.exceptions import MlflowException
 
+    artifact = None
     if model_uri:
         try:
-            run = run_of_model(client, model_uri)
+            run, artifact = resolve_model(client, model_uri)
         except MlflowException as exc:
             raise SpecError(f"--model {model_uri}: cannot resolve it ({str(exc).splitlines()[0]})") from None
         if not run:
@@ -46,7 +53,7 @@ def resolve_run(client, run: str | None, model_uri: str | None = None) -> str:
         client.get_run(run)
     except MlflowException:
         raise SpecError(f"--run {run}: no such run in {client.tracking_uri}") from None
-    return run
+    return run, artifact
 
 
 def run_spec(client, run_id: str, overrides: list[str] | tuple[str, ...] = ()) -> Spec:

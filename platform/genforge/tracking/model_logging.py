@@ -21,6 +21,7 @@ from torch import nn
 from genforge import artifacts
 
 PLATFORM_ARTIFACT_PATH = "genforge_model"
+MODEL_ARTIFACT_TAG = "genforge.model_artifact"  # the run's current platform artifact (the latest finalisation)
 MLFLOW_MODEL_NAME = "sampler"
 
 
@@ -40,11 +41,21 @@ class _Conditional(_Unconditional):
         return self.sampler(z, y)
 
 
-def log_platform_model(client, run_id: str, spec, modules: dict[str, nn.Module], facts: dict[str, Any]) -> str:
+def platform_artifact_path(step: int) -> str:
+    """Where the weights of training step `step` live in the run: one folder per finalisation, never overwritten,
+    so a registered version and an evaluation always point at exactly the weights they describe."""
+    return f"{PLATFORM_ARTIFACT_PATH}/step_{step:09d}"
+
+
+def log_platform_model(client, run_id: str, spec, modules: dict[str, nn.Module], facts: dict[str, Any],
+                       step: int) -> str:
+    """Log the platform artifact of step `step` and make it the run's current model; returns its artifact path."""
+    path = platform_artifact_path(step)
     with tempfile.TemporaryDirectory() as tmp:
-        directory = artifacts.save(Path(tmp) / PLATFORM_ARTIFACT_PATH, spec, modules, facts)
-        client.log_artifacts(run_id, str(directory), PLATFORM_ARTIFACT_PATH)
-    return f"runs:/{run_id}/{PLATFORM_ARTIFACT_PATH}"
+        directory = artifacts.save(Path(tmp) / "model", spec, modules, facts)
+        client.log_artifacts(run_id, str(directory), path)
+    client.set_tag(run_id, MODEL_ARTIFACT_TAG, path)
+    return path
 
 
 def log_mlflow_sampler(sampler: nn.Module, facts: dict[str, Any]) -> str:

@@ -279,7 +279,7 @@ def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
         module.load_state_dict(state["trainer"][name])
         module.eval()
     facts = artifacts.sampler_facts(p.spec, p.image_shape, p.num_classes)
-    log_platform_model(client, run_id, p.spec, modules, facts)
+    log_platform_model(client, run_id, p.spec, modules, facts, step=meta["position"]["step"])
     with tempfile.TemporaryDirectory() as tmp:
         curves = loss_curves(metric_history(client, run_id), Path(tmp) / "loss_curves.png", title=p.spec.name)
         client.log_artifact(run_id, str(curves))
