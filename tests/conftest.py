@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 import pytest
 
-FAMILIES = ("gan", "vae", "cgan", "cvae")
+from genforge.families import FAMILIES as CATALOGUE
+
+FAMILIES = tuple(CATALOGUE)  # every test parametrised over families follows the catalogue
 
 
 def tiny_spec(name: str, family: str = "vae", **train: Any) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def test_inloop_fid_is_logged_and_leaves_training_untouched(train_spec, family_r
 
 
 def test_evaluate_bad_input(tmp_path, capsys, monkeypatch, tracking_uri, client):
-    from genforge.cli import main
+    from pipelines.cli import main
 
     client.search_experiments()  # make sure the session's store exists
 

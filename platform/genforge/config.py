@@ -1,8 +1,8 @@
 """Pipeline specs: YAML validated into typed config, with `--set key=value` overrides.
 
-Every section rejects unknown keys and every error names the key path, so a typo such as
-`model.latnt_dim` fails before Ray or MLflow are touched. Sections that belong to later stages
-(tune, register, promote) are accepted as plain mappings here and validated by those stages.
+Every section (data, model, train, tracking, evaluate, tune, register, promote) is a typed model that
+rejects unknown keys, and every error names the key path, so a typo such as `model.latnt_dim` or a
+misspelled `tune.metric` fails before Ray or MLflow are touched, not after training.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genforge.errors import SpecError
-
-FAMILIES = ("gan", "vae", "cgan", "cvae")
+from genforge.families import DIFFAUGMENT_POLICIES, FAMILIES, get_family_info
+from genforge.names import check_alias, check_name
 
 # Keys that may change between a run and its resumption; they are tagged, not logged as params,
 # because MLflow refuses to log a param again with a different value.
@@ -40,7 +40,7 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    family: Literal["gan", "vae", "cgan", "cvae"] = Field("vae", description="Model family.")
+    family: str = Field("vae", description="Model family (see `genforge families`).")
     latent_dim: int = Field(32, ge=1, description="Size of z.")
     beta: float = Field(1.0, ge=0.0, description="KL weight of the VAE objective (beta-VAE).")
     width: int = Field(32, ge=4, description="Channels of the first conv layer; doubles per resolution.")
@@ -57,20 +57,17 @@ class ModelConfig(_Section):
     diffaugment: str = Field("", description="DiffAugment policy, e.g. 'color,translation,cutout'.")
 
     @model_validator(mode="after")
-    def _check_policy(self) -> "ModelConfig":
-        allowed = {"color", "translation", "cutout"}
-        unknown = [p for p in self.diffaugment.split(",") if p and p not in allowed]
+    def _check_family_and_policy(self) -> "ModelConfig":
+        if self.family not in FAMILIES:
+            raise ValueError(f"family: unknown family {self.family!r} (choose from {', '.join(FAMILIES)})")
+        unknown = [p for p in self.diffaugment.split(",") if p and p not in DIFFAUGMENT_POLICIES]
         if unknown:
-            raise ValueError(f"diffaugment: unknown policy {unknown[0]!r} (use {', '.join(sorted(allowed))})")
+            raise ValueError(f"diffaugment: unknown policy {unknown[0]!r} (use {', '.join(DIFFAUGMENT_POLICIES)})")
         return self
 
     @property
     def conditional(self) -> bool:
-        return self.family in ("cgan", "cvae")
-
-    @property
-    def adversarial(self) -> bool:
-        return self.family in ("gan", "cgan")
+        return get_family_info(self.family).conditional
 
 
 class TrainConfig(_Section):
@@ -108,6 +105,13 @@ class TrainConfig(_Section):
 class TrackingConfig(_Section):
     uri: str | None = Field(None, description="MLflow tracking URI (default: MLFLOW_TRACKING_URI or ./mlflow.db).")
     experiment: str | None = Field(None, description="Experiment name (default: the spec's name).")
+
+    @model_validator(mode="after")
+    def _check_experiment(self) -> "TrackingConfig":
+        # An experiment's artifacts go to a folder named after it beside a local store: no paths, no '..'.
+        if self.experiment is not None:
+            _as_value_error(check_name, self.experiment, "experiment")
+        return self
 
 
 class EvaluateConfig(_Section):
@@ -172,15 +176,32 @@ class TuneConfig(_Section):
 class RegisterConfig(_Section):
     model_name: str | None = Field(None, description="Registered model name (default {dataset}-{family}).")
 
+    @model_validator(mode="after")
+    def _check_name(self) -> "RegisterConfig":
+        if self.model_name is not None:
+            _as_value_error(check_name, self.model_name, "model_name")
+        return self
+
 
 class PromoteConfig(_Section):
-    alias: str = Field("champion", pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Alias to move.")
+    alias: str = Field("champion", description="Alias to move.")
     metric: str = Field("fid", description="Version tag compared.")
-    mode: Literal["min", "max"] = Field("min", description="Lower (min) or higher (max) is better.")
+    mode: Literal["min", "max"] | None = Field(None, description="Lower (min) or higher (max) is better; "
+                                               "default: the metric's own direction.")
     min_improvement: float = Field(0.0, ge=0.0, description="Required margin beyond the measured noise.")
 
+    @model_validator(mode="after")
+    def _check_alias(self) -> "PromoteConfig":
+        _as_value_error(check_alias, self.alias, "alias")
+        return self
 
-STAGES = ("train", "tune", "evaluate", "register", "promote")
+
+def _as_value_error(check, value: str, key: str) -> None:
+    """Run a genforge.names check inside a validator: its message, with the key, becomes the spec error."""
+    try:
+        check(value, key)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Spec(_Section):
@@ -219,6 +240,10 @@ class Spec(_Section):
             raise ValueError(f"stages: {st}: start with train or tune (later stages need its run)")
         if "promote" in st and "register" not in st[: st.index("promote")]:
             raise ValueError("stages: promote needs register before it")
+        reported = get_family_info(self.model.family).training.epoch_metrics
+        if self.tune.metric is not None and self.tune.metric not in reported:
+            raise ValueError(f"tune.metric: {self.tune.metric!r} is not reported by {self.model.family} trials "
+                             f"(choose from {', '.join(reported)})")
         return self
 
     @property
@@ -230,8 +255,9 @@ class Spec(_Section):
         return self.model_dump(mode="json", include={"name", "data", "model", "train", "tracking"})
 
     def fingerprint(self) -> str:
-        """Hash of everything that may not change when a run resumes."""
-        flat = {k: v for k, v in flatten(self.training_dict()).items() if k not in RESUMABLE_KEYS}
+        """Hash of everything that may not change when a run resumes (where it is tracked is not part of it)."""
+        flat = {k: v for k, v in flatten(self.training_dict()).items()
+                if k not in RESUMABLE_KEYS and not k.startswith("tracking.")}
         return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -277,7 +303,7 @@ def _format_error(source: str, err: ValidationError) -> str:
         return f"{source}: missing required key '{path}'"
     msg = first["msg"].removeprefix("Value error, ")
     field, sep, rest = msg.partition(": ")
-    if sep and field.isidentifier():  # a cross-field check names its key: fold it into the path
+    if sep and all(part.isidentifier() for part in field.split(".")):  # a check names its key: fold it into the path
         path, msg = (f"{path}.{field}" if path != "(top level)" else field), rest
     value = first.get("input")
     shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"

@@ -65,10 +65,17 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
     run = client.get_run(run_id)
     model_uri = run.data.tags.get("genforge.model_uri")
     if not model_uri:
-        raise SpecError(f"--run {run_id}: the run has no logged model (training unfinished, or a trial that did not win)")
+        raise SpecError(
+            f"--run {run_id}: the run has no logged model (training unfinished, or a trial that did not win)"
+        )
     weights = current_model_artifact(client, run_id)
-    existing = [v for v in registry_call(lambda: client.search_model_versions(
-        f"name = '{name}' and run_id = '{run_id}'"), f"listing {name}") if v.tags.get("model_artifact") == weights]
+    existing = [
+        v
+        for v in registry_call(
+            lambda: client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"), f"listing {name}"
+        )
+        if v.tags.get("model_artifact") == weights
+    ]
     if existing:  # the same weights are registered already: one version per set of weights
         v = max(existing, key=lambda mv: int(mv.version))
         echo(f"[genforge] run {run_id} ({weights}) is already {name} version {v.version}")
@@ -79,15 +86,21 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
         run = client.get_run(run_id)
     tags = _version_tags(client, run, run_id)
     if registry_call(lambda: client.get_registered_model(name), f"reading {name}", missing_ok=True) is None:
-        registry_call(lambda: client.create_registered_model(
-            name, tags={"genforge.dataset": tags["dataset"], "genforge.family": tags["family"]}), f"creating {name}")
+        registry_call(
+            lambda: client.create_registered_model(
+                name, tags={"genforge.dataset": tags["dataset"], "genforge.family": tags["family"]}
+            ),
+            f"creating {name}",
+        )
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
     try:
         v = mlflow.register_model(model_uri, name, tags=tags)
     finally:
         mlflow.set_tracking_uri(previous)
-    echo(f"[genforge] registered {name} version {v.version} (fid {float(tags['fid']):.4f} +- {float(tags['fid_std']):.4f})")
+    echo(
+        f"[genforge] registered {name} version {v.version} (fid {float(tags['fid']):.4f} +- {float(tags['fid_std']):.4f})"
+    )
     return version_summary(client.get_model_version(name, v.version))
 
 
@@ -98,8 +111,10 @@ def evaluation_report(client, run_id: str, report_dir: str) -> dict[str, Any]:
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = registry_call(lambda: client.download_artifacts(run_id, f"{report_dir}/report.json", tmp),
-                             f"reading the evaluation report of run {run_id}")
+        path = registry_call(
+            lambda: client.download_artifacts(run_id, f"{report_dir}/report.json", tmp),
+            f"reading the evaluation report of run {run_id}",
+        )
         return json.loads(Path(path).read_text())
 
 
@@ -109,16 +124,18 @@ def _version_tags(client, run, run_id: str) -> dict[str, str]:
     t = run.data.tags
     report = evaluation_report(client, run_id, t[EVAL + "report"])
     tags = {key: repr(float(value)) for key, value in report["metrics"].items()}
-    tags.update({
-        "protocol_hash": report["protocol"]["hash"],
-        "protocol_name": report["protocol"]["name"],
-        "model_artifact": report["model_artifact"],
-        "dataset": t["genforge.dataset"],
-        "family": t["genforge.family"],
-        "spec_hash": t["genforge.spec_fingerprint"],
-        "git_commit": t.get("mlflow.source.git.commit", "unknown"),
-        "run_id": run_id,
-    })
+    tags.update(
+        {
+            "protocol_hash": report["protocol"]["hash"],
+            "protocol_name": report["protocol"]["name"],
+            "model_artifact": report["model_artifact"],
+            "dataset": t["genforge.dataset"],
+            "family": t["genforge.family"],
+            "spec_hash": t["genforge.spec_fingerprint"],
+            "git_commit": t.get("mlflow.source.git.commit", "unknown"),
+            "run_id": run_id,
+        }
+    )
     return tags
 
 
@@ -134,5 +151,7 @@ def list_models(tracking_uri: str, name: str | None = None) -> list[RegisteredVe
     for n in names:
         versions = registry_call(lambda n=n: client.search_model_versions(f"name = '{n}'"), f"listing {n}")
         for v in sorted(versions, key=lambda v: int(v.version)):
-            out.append(version_summary(registry_call(lambda v=v: client.get_model_version(v.name, v.version), "reading")))
+            out.append(
+                version_summary(registry_call(lambda v=v: client.get_model_version(v.name, v.version), "reading"))
+            )
     return out

@@ -1,16 +1,19 @@
-"""Model registry: one entry per family, keyed by the spec's `model.family`.
+"""Builders for the families of the catalogue (genforge.families), attached to its entries by name.
 
 Models never import Ray or MLflow. `build` returns the named modules a trainer optimises
 (`vae`, or `G` and `D`); `sampler` wraps the module that generates, mapping z (and y) to [0, 1].
+A new family: an entry in genforge/families.py, a model file here, and its builders in `BUILDERS`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 from torch import nn
 
+from genforge.families import FAMILIES as CATALOGUE
+from genforge.families import FamilyInfo, get_family_info
 from genforge.models.cgan import ConditionalGenerator, ProjectionDiscriminator
 from genforge.models.cvae import CVAE
 from genforge.models.gan import Discriminator, GANSampler, Generator
@@ -19,12 +22,16 @@ from genforge.models.vae import VAE, VAESampler
 
 @dataclass(frozen=True)
 class Family:
-    name: str
-    pattern: Literal["likelihood", "adversarial"]  # which training loop optimises it
-    conditional: bool
-    build: Callable[..., dict[str, nn.Module]]
-    sampler: Callable[[dict[str, nn.Module]], nn.Module]
-    summary: str
+    """A catalogue entry (genforge.families) with the builders of its modules attached."""
+
+    info: FamilyInfo
+    build: Callable[..., dict[str, nn.Module]]  # (model config, image shape, classes) -> the modules it trains
+    sampler: Callable[[dict[str, nn.Module]], nn.Module]  # modules -> z (and y) to images in [0, 1]
+
+    name = property(lambda self: self.info.name)
+    pattern = property(lambda self: self.info.pattern)
+    conditional = property(lambda self: self.info.conditional)
+    summary = property(lambda self: self.info.summary)
 
 
 def _vae(cfg, shape, num_classes) -> dict[str, nn.Module]:
@@ -49,27 +56,32 @@ def _cgan(cfg, shape, num_classes) -> dict[str, nn.Module]:
     }
 
 
-FAMILIES: dict[str, Family] = {
-    "gan": Family("gan", "adversarial", False, _gan, lambda m: GANSampler(m["G_ema"]), "DCGAN, EMA generator"),
-    "vae": Family("vae", "likelihood", False, _vae, lambda m: VAESampler(m["vae"]), "convolutional VAE"),
-    "cgan": Family("cgan", "adversarial", True, _cgan, lambda m: GANSampler(m["G_ema"]), "label-embedding G, projection D"),
-    "cvae": Family("cvae", "likelihood", True, _cvae, lambda m: VAESampler(m["vae"]), "label to encoder and decoder"),
-}
+def _gan_sampler(modules: dict[str, nn.Module]) -> nn.Module:
+    return GANSampler(modules["G_ema"])
+
+
+def _vae_sampler(modules: dict[str, nn.Module]) -> nn.Module:
+    return VAESampler(modules["vae"])
+
+
+BUILDERS = {"gan": (_gan, _gan_sampler), "vae": (_vae, _vae_sampler), "cgan": (_cgan, _gan_sampler),
+            "cvae": (_cvae, _vae_sampler)}
+if set(BUILDERS) != set(CATALOGUE):
+    raise ImportError(f"model builders {sorted(BUILDERS)} do not match the family catalogue {sorted(CATALOGUE)}")
+
+FAMILIES: dict[str, Family] = {name: Family(info, *BUILDERS[name]) for name, info in CATALOGUE.items()}
 
 
 def get_family(name: str) -> Family:
-    try:
-        return FAMILIES[name]
-    except KeyError:
-        raise ValueError(f"unknown model family {name!r} (choose from {', '.join(FAMILIES)})") from None
+    get_family_info(name)  # the catalogue's error names the choices
+    return FAMILIES[name]
 
 
 def build_models(model_cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
-    """All modules of a family, G_ema included for adversarial ones (a copy of G)."""
+    """All modules of a family; a family with a generator G also gets G_ema, the EMA copy it samples from."""
     import copy
 
-    family = get_family(model_cfg.family)
-    modules = family.build(model_cfg, tuple(image_shape), num_classes)
-    if family.pattern == "adversarial":
+    modules = get_family(model_cfg.family).build(model_cfg, tuple(image_shape), num_classes)
+    if "G" in modules:
         modules["G_ema"] = copy.deepcopy(modules["G"]).eval().requires_grad_(False)
     return modules

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from genforge.families import DIFFAUGMENT_POLICIES
+
 
 def _color(x: torch.Tensor) -> torch.Tensor:
     b = x.shape[0]
@@ -53,6 +55,8 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
 
 
 POLICIES = {"color": _color, "translation": _translation, "cutout": _cutout}
+if tuple(POLICIES) != DIFFAUGMENT_POLICIES:  # the spec validates against the catalogue's names
+    raise ImportError(f"DiffAugment policies {tuple(POLICIES)} differ from genforge.families {DIFFAUGMENT_POLICIES}")
 
 
 def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:

@@ -8,8 +8,6 @@ G outputs tanh images in [-1, 1]; the sampler maps them to [0, 1].
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +16,6 @@ from genforge.models.blocks import ConvDecoder, ConvEncoder
 
 
 class Generator(nn.Module):
-    value_range = (-1.0, 1.0)
-
     def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 32, num_classes: int = 0) -> None:
         super().__init__()
         self.image_shape, self.latent_dim, self.num_classes = tuple(image_shape), latent_dim, num_classes
@@ -45,16 +41,6 @@ class Discriminator(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B,)."""
         return self.head(self.trunk(x)).squeeze(1)
-
-
-@dataclass
-class DLosses:
-    loss: torch.Tensor
-    adv: torch.Tensor
-    r1: torch.Tensor
-    real_prob: torch.Tensor  # mean sigmoid(D(x)): "D(x)"
-    fake_prob: torch.Tensor  # mean sigmoid(D(G(z))): "D(G(z))"
-    fake_acc: torch.Tensor  # share of fakes D calls fake; pinned at 1 means D overpowers G
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str) -> torch.Tensor:

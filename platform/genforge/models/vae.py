@@ -31,8 +31,6 @@ class VAEOutput:
 
 
 class VAE(nn.Module):
-    value_range = (0.0, 1.0)
-
     def __init__(
         self,
         image_shape: tuple[int, int, int],

@@ -1,40 +1,24 @@
-"""Search spaces: spec keys mapped to Ray Tune distributions, with a sensible default per family."""
+"""Search spaces: spec keys mapped to Ray Tune distributions; defaults come from the family catalogue."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from genforge.config import SpaceEntry, Spec
-
-DEFAULT_SPACES: dict[str, dict[str, dict[str, Any]]] = {
-    "likelihood": {
-        "train.lr": {"loguniform": (3e-4, 3e-3)},
-        "model.beta": {"uniform": (0.5, 1.5)},
-        "model.latent_dim": {"choice": [8, 16, 32]},
-    },
-    "adversarial": {
-        "train.lr": {"loguniform": (5e-5, 1e-3)},
-        "train.lr_d": {"loguniform": (5e-5, 1e-3)},
-        "model.latent_dim": {"choice": [32, 64, 128]},
-    },
-}
-
-DEFAULT_METRIC = {"likelihood": "val_neg_elbo", "adversarial": "inloop_fid"}
+from genforge.families import get_family_info
 
 
 def space_entries(spec: Spec) -> dict[str, SpaceEntry]:
-    from genforge.models import get_family
-
+    """The spec's `tune.space`, else its family's default search space (genforge.families)."""
     if spec.tune.space:
         return dict(spec.tune.space)
-    pattern = get_family(spec.model.family).pattern
-    return {k: SpaceEntry.model_validate(v) for k, v in DEFAULT_SPACES[pattern].items()}
+    defaults = get_family_info(spec.model.family).training.search_space
+    return {k: SpaceEntry.model_validate(v) for k, v in defaults.items()}
 
 
 def objective(spec: Spec) -> str:
-    from genforge.models import get_family
-
-    return spec.tune.metric or DEFAULT_METRIC[get_family(spec.model.family).pattern]
+    """The spec's `tune.metric`, else its family's default objective."""
+    return spec.tune.metric or get_family_info(spec.model.family).training.tune_metric
 
 
 def to_tune(entries: dict[str, SpaceEntry]) -> dict[str, Any]:
