@@ -98,8 +98,21 @@ class TestKID:
         assert abs(same) < 5 * std + 1e-3 and diff > 10 * abs(same) and std > 0
 
     def test_subset_size_capped_by_samples_and_seeded(self):
+        """Asking for subsets of 1,000 from 50 and 60 samples uses subsets of 50: the same numbers as asking for
+        50, and the same as the unbiased MMD^2 written out by hand over the seeded subsets."""
         a, b = _gauss(50, 8, 14), _gauss(60, 8, 15)
-        assert ev.kid(a, b, subsets=5, seed=1) == ev.kid(a, b, subsets=5, seed=1)
+        capped = ev.kid(a, b, subsets=5, subset_size=1000, seed=1)
+        assert capped == ev.kid(a, b, subsets=5, subset_size=50, seed=1)
+        assert capped != ev.kid(a, b, subsets=5, subset_size=40, seed=1)
+        rng, d, values = np.random.default_rng(1), a.shape[1], []
+        for _ in range(5):
+            x, y = a[rng.choice(50, 50, replace=False)], b[rng.choice(60, 50, replace=False)]
+            k = lambda u, v: (u @ v.T / d + 1.0) ** 3  # noqa: E731
+            kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+            m = 50
+            values.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+                          - 2 * kxy.mean())
+        assert capped[0] == pytest.approx(np.mean(values), rel=1e-10)
 
 
 class TestPRDC:
@@ -194,3 +207,18 @@ class TestScoresAndDiversity:
         lw = np.log(np.array([[0.2, 0.4, 0.6]]))
         assert ev.iw_nll(lw)[0] == pytest.approx(-math.log(0.4))
         assert ev.bits_per_dim(math.log(2) * 784, 784) == pytest.approx(1.0)
+
+
+def test_both_extractors_satisfy_the_extractor_protocol():
+    """The runner calls features_and_probs through the Protocol: both extractors must provide it."""
+    import torch
+
+    from evaluation.extractors import DomainClassifier, DomainExtractor, FeatureExtractor, InceptionExtractor
+
+    torch.manual_seed(0)
+    domain = DomainExtractor(DomainClassifier((1, 8, 8), 10))
+    assert isinstance(domain, FeatureExtractor)
+    feats, probs = domain.features_and_probs(torch.rand(3, 1, 8, 8))
+    assert feats.shape[0] == probs.shape[0] == 3 and np.allclose(probs.sum(1), 1.0)
+    for method in ("features", "probs", "features_and_probs"):
+        assert callable(getattr(InceptionExtractor, method))

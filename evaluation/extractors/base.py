@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
 
+@runtime_checkable
 class FeatureExtractor(Protocol):
     name: str
     content_hash: str  # of the weights: numbers from different extractor weights are never compared
@@ -15,6 +16,10 @@ class FeatureExtractor(Protocol):
     def features(self, images: torch.Tensor) -> np.ndarray: ...
 
     def probs(self, images: torch.Tensor) -> np.ndarray: ...
+
+    def features_and_probs(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Both in one pass over the network: what an evaluation draw needs."""
+        ...
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ from torch import nn
 
 from genforge.config import Spec
 from genforge.models import build_models, get_family
+from genforge.sampling import draw
 from genforge.training.checkpoint import sha256_file
 
 FORMAT = "genforge-model/1"
@@ -44,14 +45,11 @@ class LoadedModel:
     def num_classes(self) -> int:
         return int(self.manifest["num_classes"])
 
-    @torch.no_grad()
     def generate(self, n: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
-        if self.manifest["conditional"]:
-            if labels is None:
-                labels = torch.arange(n) % self.num_classes
-            return self.sampler(z, labels.long())
-        return self.sampler(z)
+        """n images in [0, 1]; conditional models draw `labels` (default: the classes in turn)."""
+        if self.manifest["conditional"] and labels is None:
+            labels = torch.arange(n) % self.num_classes
+        return draw(self.sampler, self.latent_dim, n, seed=seed, labels=labels if self.manifest["conditional"] else None)
 
 
 def sampler_facts(spec: Spec, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:

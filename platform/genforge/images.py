@@ -6,10 +6,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
+
+from genforge.sampling import draw
 
 
-@torch.no_grad()
 def sample_images(
     sampler: nn.Module, latent_dim: int, num_classes: int, device: torch.device, *, n: int = 64, seed: int = 0,
     conditional: bool = False,
@@ -19,15 +20,11 @@ def sample_images(
     Conditional models get one row per class (8 samples each), so a wrong label shows at a glance.
     The noise comes from its own seeded generator: the grid of every epoch uses the same z.
     """
-    gen = torch.Generator().manual_seed(seed)
     if conditional:
         per_class = 8
-        y = torch.arange(num_classes).repeat_interleave(per_class)
-        z = torch.randn(len(y), latent_dim, generator=gen)
-        out = sampler(z.to(device), y.to(device))
-        return out.float().clamp(0, 1).cpu(), per_class
-    z = torch.randn(n, latent_dim, generator=gen)
-    return sampler(z.to(device)).float().clamp(0, 1).cpu(), 8
+        labels = torch.arange(num_classes).repeat_interleave(per_class)
+        return draw(sampler, latent_dim, len(labels), seed=seed, labels=labels, device=device), per_class
+    return draw(sampler, latent_dim, n, seed=seed, device=device), 8
 
 
 def reconstruction_pairs(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
@@ -41,10 +38,6 @@ def save_grid(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=nrow, padding=2, pad_value=0.5)
     return path
-
-
-def grid_tensor(images: torch.Tensor, nrow: int) -> torch.Tensor:
-    return make_grid(images, nrow=nrow, padding=2, pad_value=0.5)
 
 
 def loss_curves(history: dict[str, list[tuple[int, float]]], path: str | Path, title: str = "") -> Path:

@@ -75,8 +75,11 @@ def inception_extractor(weights: str | None, sha256: str | None, device: str | t
 def get_extractor(cfg, data: ImageSplits, echo: Callable[[str], None] = print):
     """(extractor, info) for the spec's `evaluate` section; info describes it for the protocol."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    # `dataset_classes`: the extractor's class probabilities are the dataset's labels, so class coverage and the
+    # accuracy of conditional samples can be read off them (the domain classifier's are; Inception's are ImageNet's).
     if cfg.extractor == "inception":
         ex = inception_extractor(cfg.inception_weights, cfg.inception_sha256, device)
-        return ex, {"name": ex.name, "content_hash": ex.content_hash}
+        return ex, {"name": ex.name, "content_hash": ex.content_hash, "dataset_classes": False}
     ex, meta, path = domain_extractor(data, cfg.extractor_epochs, echo)
-    return ex, {"name": ex.name, "content_hash": ex.content_hash, "test_accuracy": meta["test_accuracy"], "path": str(path)}
+    return ex, {"name": ex.name, "content_hash": ex.content_hash, "test_accuracy": meta["test_accuracy"],
+                "path": str(path), "dataset_classes": True}

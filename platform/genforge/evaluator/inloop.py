@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from evaluation import FeatureStats, frechet_distance
+from genforge.sampling import draw
 
 
 def prepare(spec, data, echo=print) -> dict[str, Any] | None:
@@ -35,20 +36,11 @@ class InLoopFID:
         with torch.random.fork_rng(devices=[]):  # building the network draws init weights: keep training's RNG
             self.extractor, _ = load_domain(Path(paths["extractor_dir"]), device)
         with np.load(paths["reference_path"]) as z:
-            self.stats = FeatureStats(z["mean"], z["cov"], int(z["n"]), z["factor"])
+            self.stats = FeatureStats.from_dict(z)
         self.n, self.seed = spec.evaluate.inloop_samples, spec.evaluate.seed
         self.latent_dim, self.num_classes, self.conditional, self.device = spec.model.latent_dim, num_classes, conditional, device
 
-    @torch.no_grad()
     def __call__(self, sampler: torch.nn.Module) -> float:
-        gen = torch.Generator().manual_seed(self.seed)
-        z = torch.randn(self.n, self.latent_dim, generator=gen)
-        chunks = []
-        for start in range(0, self.n, 1000):
-            zb = z[start : start + 1000].to(self.device)
-            if self.conditional:
-                yb = (torch.arange(start, start + len(zb)) % self.num_classes).to(self.device)
-                chunks.append(sampler(zb, yb).float().cpu())
-            else:
-                chunks.append(sampler(zb).float().cpu())
-        return frechet_distance(self.stats, self.extractor.features(torch.cat(chunks).clamp_(0, 1)))
+        labels = torch.arange(self.n) % self.num_classes if self.conditional else None
+        images = draw(sampler, self.latent_dim, self.n, seed=self.seed, labels=labels, device=self.device)
+        return frechet_distance(self.stats, self.extractor.features(images))

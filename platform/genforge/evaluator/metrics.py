@@ -24,6 +24,8 @@ from genforge.evaluator.protocol import Protocol
 from genforge.evaluator.reference import Reference, reference
 from genforge.models.vae import log_importance_weights
 
+Sampler = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]  # (n, seed, labels) -> images in [0, 1]
+
 
 @dataclass
 class Report:
@@ -46,43 +48,22 @@ class Report:
         }
 
 
-@torch.no_grad()
-def generate(model: LoadedModel, n: int, seed: int, labels: torch.Tensor | None = None, batch: int = 1000) -> torch.Tensor:
-    """n images in [0, 1] on the CPU from a seeded latent draw (labels for conditional models)."""
-    gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, model.latent_dim, generator=gen)
-    device = next(model.sampler.parameters()).device
-    out = []
-    for start in range(0, n, batch):
-        zb = z[start : start + batch].to(device)
-        if model.manifest["conditional"]:
-            out.append(model.sampler(zb, labels[start : start + batch].to(device)).float().cpu())
-        else:
-            out.append(model.sampler(zb).float().cpu())
-    return torch.cat(out).clamp_(0, 1)
-
-
 def _std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def evaluate_model(
-    model: LoadedModel,
-    data: ImageSplits,
-    cfg,
-    extractor,
-    extractor_info: dict[str, Any],
-    echo: Callable[[str], None] = print,
-    sampler_override: Callable[[int, int, torch.Tensor | None], torch.Tensor] | None = None,
-) -> Report:
-    """`sampler_override(n, seed, labels)` replaces generation (used to evaluate arbitrary generators)."""
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    ref = reference(extractor, data, cfg.reference_split)
-    timings["reference"] = time.perf_counter() - t0
-    conditional = bool(model.manifest["conditional"])
-    k = data.num_classes
-    protocol = Protocol(
+class _Timer:
+    """Seconds per phase, summed over repeats (draws)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, t0: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
+
+
+def _protocol(data: ImageSplits, cfg, ref: Reference, extractor_info: dict[str, Any]) -> Protocol:
+    return Protocol(
         dataset=data.name,
         dataset_fingerprint=data.fingerprint(),
         split=cfg.reference_split,
@@ -94,26 +75,31 @@ def evaluate_model(
         kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size,
     )
-    labels = (torch.arange(cfg.samples) % k) if conditional else None
+
+
+def _draws(sample: Sampler, protocol: Protocol, cfg, ref: Reference, extractor, labels, timer: _Timer, echo):
+    """FID and KID of each independent draw; returns the draws and the first draw's images, features, probs."""
     draws, first = [], None
     for seed in protocol.seeds:
         t = time.perf_counter()
-        fakes = sampler_override(cfg.samples, seed, labels) if sampler_override else generate(model, cfg.samples, seed, labels)
-        timings["generate"] = timings.get("generate", 0.0) + time.perf_counter() - t
+        fakes = sample(cfg.samples, seed, labels)
+        timer.add("generate", t)
         t = time.perf_counter()
         feats, probs = extractor.features_and_probs(fakes)
-        timings["features"] = timings.get("features", 0.0) + time.perf_counter() - t
+        timer.add("features", t)
         t = time.perf_counter()
-        kid_mean, kid_std = ev.kid(ref.features, feats, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size, seed=seed)
+        kid_mean, kid_std = ev.kid(ref.features, feats, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size,
+                                   seed=seed)
         draw = {"seed": seed, "fid": ev.frechet_distance(ref.stats, feats), "kid": kid_mean, "kid_subset_std": kid_std}
-        timings["fid_kid"] = timings.get("fid_kid", 0.0) + time.perf_counter() - t
+        timer.add("fid_kid", t)
         echo(f"[genforge] draw seed={seed}: fid={draw['fid']:.4f} kid={draw['kid']:.5f}")
         draws.append(draw)
-        if first is None:
-            first = (fakes, feats, probs)
-    fakes, feats, probs = first
+        first = first or (fakes, feats, probs)
+    return draws, first
 
-    t = time.perf_counter()
+
+def _sample_metrics(draws: list[dict[str, float]], ref: Reference, feats: np.ndarray, probs: np.ndarray) -> dict:
+    """Mean +- std of FID/KID over draws; PR, DC, IS analogue and diversity of the first draw."""
     metrics: dict[str, float] = {
         "fid": float(np.mean([d["fid"] for d in draws])),
         "fid_std": _std([d["fid"] for d in draws]),
@@ -125,40 +111,72 @@ def evaluate_model(
     metrics["is"], metrics["is_std"] = ev.inception_score(probs, splits=10)
     metrics["diversity"] = ev.mean_pairwise_distance(feats)
     metrics["real_diversity"] = ev.mean_pairwise_distance(ref.features)
-    predicted = probs.argmax(axis=1)
+    return metrics
+
+
+def _class_metrics(ref: Reference, feats: np.ndarray, probs: np.ndarray, labels: torch.Tensor | None, k: int,
+                   dataset_classes: bool) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Class coverage, per-class diversity and, for conditional models, accuracy per label and per-class FID.
+    Anything read off the classifier needs its classes to be the dataset's (`dataset_classes`)."""
+    metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
-    if extractor_info["name"] == "domain":
+    predicted = probs.argmax(axis=1)
+    if dataset_classes:
         metrics["class_coverage"] = ev.class_coverage(predicted, k)
-        group = labels.numpy() if conditional else predicted
+        group = labels.numpy() if labels is not None else predicted
         for c, value in ev.per_class_pairwise_distance(feats, group, k).items():
             per_class.setdefault(str(c), {})["diversity"] = value
-    if conditional:
-        y = labels.numpy()
-        if extractor_info["name"] == "domain":
-            metrics["cond_accuracy"] = float((predicted == y).mean())
-        class_fids = []
-        for c in range(k):
-            stats = ref.class_stats(c)
-            rows = feats[y == c]
-            if stats is None or len(rows) < 2:
-                continue
-            entry = per_class.setdefault(str(c), {})
-            entry["fid"] = ev.frechet_distance(stats, rows)
-            if extractor_info["name"] == "domain":
-                entry["accuracy"] = float((predicted[y == c] == c).mean())
-            class_fids.append(entry["fid"])
-        metrics["fid_per_class_mean"] = float(np.mean(class_fids)) if class_fids else float("nan")
-    timings["other_metrics"] = time.perf_counter() - t
+    if labels is None:
+        return metrics, per_class
+    y = labels.numpy()
+    if dataset_classes:
+        metrics["cond_accuracy"] = float((predicted == y).mean())
+    class_fids = []
+    for c in range(k):
+        stats, rows = ref.class_stats(c), feats[y == c]
+        if stats is None or len(rows) < 2:
+            continue
+        entry = per_class.setdefault(str(c), {})
+        entry["fid"] = ev.frechet_distance(stats, rows)
+        if dataset_classes:
+            entry["accuracy"] = float((predicted[y == c] == c).mean())
+        class_fids.append(entry["fid"])
+    metrics["fid_per_class_mean"] = float(np.mean(class_fids)) if class_fids else float("nan")
+    return metrics, per_class
 
+
+def evaluate_model(
+    model: LoadedModel,
+    data: ImageSplits,
+    cfg,
+    extractor,
+    extractor_info: dict[str, Any],
+    echo: Callable[[str], None] = print,
+    sampler_override: Sampler | None = None,
+) -> Report:
+    """Every metric that applies to the model's family under the protocol `cfg` describes.
+    `sampler_override(n, seed, labels)` replaces generation (used to evaluate arbitrary generators)."""
+    timer, t0 = _Timer(), time.perf_counter()
+    ref = reference(extractor, data, cfg.reference_split)
+    timer.add("reference", t0)
+    protocol = _protocol(data, cfg, ref, extractor_info)
+    k, conditional = data.num_classes, bool(model.manifest["conditional"])
+    labels = (torch.arange(cfg.samples) % k) if conditional else None
+    sample = sampler_override or (lambda n, seed, y: model.generate(n, y, seed=seed))
+    draws, (fakes, feats, probs) = _draws(sample, protocol, cfg, ref, extractor, labels, timer, echo)
+    t = time.perf_counter()
+    metrics = _sample_metrics(draws, ref, feats, probs)
+    class_metrics, per_class = _class_metrics(ref, feats, probs, labels, k, bool(extractor_info.get("dataset_classes")))
+    metrics.update(class_metrics)
+    timer.add("other_metrics", t)
     figures = {"samples": _sample_figure(fakes, labels, k), "nearest_neighbours": _neighbour_figure(fakes, feats, ref, data, cfg)}
-    if model.manifest["family"] in ("vae", "cvae"):
+    if "vae" in model.modules:  # a likelihood model: reconstruction and NLL on the test split
         t = time.perf_counter()
-        recon_metrics, figure = _reconstruction(model, data, cfg.iw_samples, seed=protocol.seeds[0])
+        recon_metrics, figures["reconstructions"] = _reconstruction(model, data, cfg.iw_samples, seed=protocol.seeds[0])
         metrics.update(recon_metrics)
-        figures["reconstructions"] = figure
-        timings["reconstruction"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t0
-    return Report(metrics, protocol.as_dict(), extractor_info, per_class, draws, timings, figures)
+        timer.add("reconstruction", t)
+    timer.add("total", t0)
+    return Report(metrics, protocol.as_dict(), extractor_info, per_class, draws, timer.seconds, figures)
 
 
 def _sample_figure(fakes: torch.Tensor, labels: torch.Tensor | None, k: int) -> tuple[torch.Tensor, int]:

@@ -7,6 +7,8 @@ distance reuses.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,17 +38,29 @@ def reference_path(data: ImageSplits, split: str, extractor_hash: str) -> Path:
 
 
 def reference(extractor, data: ImageSplits, split: str) -> Reference:
+    """The real split's features, labels and statistics under `extractor`, computed once and cached."""
     path = reference_path(data, split, extractor.content_hash)
     if path.is_file():
         with np.load(path) as z:
-            stats = FeatureStats(z["mean"], z["cov"], int(z["n"]), z["factor"])
-            return Reference(z["features"], z["labels"], stats, path)
+            return Reference(z["features"], z["labels"], FeatureStats.from_dict(z), path)
     part = getattr(data, split)
     images, labels = part.batch(torch.arange(len(part)))
     features = extractor.features(images)
     stats = feature_stats(features, f"{data.name} {split}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features, labels=labels.numpy(), mean=stats.mean, cov=stats.cov, n=stats.n, factor=stats.factor())
-    tmp.replace(path)
+    stats.factor()  # cached with the statistics: an evaluation pays only for the fake side
+    _save_atomically(path, features=features, labels=labels.numpy(), **stats.to_dict())
     return Reference(features, labels.numpy(), stats, path)
+
+
+def _save_atomically(path: Path, **arrays: np.ndarray) -> None:
+    """Concurrent cold-cache evaluations each write their own temporary file; the last rename wins, and every
+    reader sees a whole file (they hold the same numbers)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
