@@ -18,7 +18,9 @@ from pipelines.commands import catalogue, evaluation, registry, training
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="genforge")
-@click.option("-v", "--verbose", is_flag=True, help="Also show Ray's and MLflow's own output (worker logs, Tune tables).")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Also show Ray's and MLflow's own output (worker logs, Tune tables)."
+)
 def cli(verbose: bool) -> None:
     """Train, tune, evaluate and ship image generative models with Ray and MLflow."""
     import logging
@@ -29,9 +31,20 @@ def cli(verbose: bool) -> None:
     logging.getLogger("mlflow").setLevel(logging.INFO if verbose else logging.WARNING)
 
 
-for command in (training.train, training.tune, training.run, evaluation.evaluate, evaluation.extractor,
-                registry.register, registry.promote, registry.rollback, registry.models, registry.generate,
-                catalogue.datasets, catalogue.families):
+for command in (
+    training.train,
+    training.tune,
+    training.run,
+    evaluation.evaluate,
+    evaluation.extractor,
+    registry.register,
+    registry.promote,
+    registry.rollback,
+    registry.models,
+    registry.generate,
+    catalogue.datasets,
+    catalogue.families,
+):
     cli.add_command(command)
 
 

@@ -36,7 +36,9 @@ def spec_command(fn: Callable | None = None, *, spec_argument: bool = True, sect
     def decorate(f: Callable) -> Callable:
         f = json_option(f)
         callback = _only_sections(f.__name__, sections) if sections else None
-        help_text = SET_HELP if not sections else f"Override {', '.join(s + '.*' for s in sections)} keys of the run's spec."
+        help_text = (
+            SET_HELP if not sections else f"Override {', '.join(s + '.*' for s in sections)} keys of the run's spec."
+        )
         f = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", callback=callback, help=help_text)(f)
         if spec_argument:
             f = click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False))(f)

@@ -40,7 +40,11 @@ def _train(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str]
 
 def _tune(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
     sweep = genforge.tune(spec, echo=echo)
-    result.run_id, result.best_config, result.sweep_parent_run_id = sweep.best_run_id, sweep.best_config, sweep.parent_run_id
+    result.run_id, result.best_config, result.sweep_parent_run_id = (
+        sweep.best_run_id,
+        sweep.best_config,
+        sweep.parent_run_id,
+    )
 
 
 def _evaluate(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
@@ -63,9 +67,15 @@ def _register(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[s
 
 def _promote(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
     p = spec.promote
-    decision = genforge.promote(result.registered["name"], version=result.registered["version"], alias=p.alias,
-                                metric=p.metric, mode=p.mode, min_improvement=p.min_improvement,
-                                tracking_uri=result.tracking_uri)
+    decision = genforge.promote(
+        result.registered["name"],
+        version=result.registered["version"],
+        alias=p.alias,
+        metric=p.metric,
+        mode=p.mode,
+        min_improvement=p.min_improvement,
+        tracking_uri=result.tracking_uri,
+    )
     result.promotion = decision.to_dict()
     echo(f"[genforge] {'PROMOTED' if decision.promoted else 'not promoted'}: {decision.reason}")
     if decision.promoted or decision.previous == decision.candidate:
@@ -82,7 +92,9 @@ def run(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) ->
     from genforge.tracking.uri import check_tracking_server, resolve_tracking_uri
 
     spec = genforge.api.as_spec(spec)  # credentials out of the spec before any stage copies it
-    result = PipelineResult(spec.name, check_tracking_server(resolve_tracking_uri(spec.tracking.uri)), list(spec.stages))
+    result = PipelineResult(
+        spec.name, check_tracking_server(resolve_tracking_uri(spec.tracking.uri)), list(spec.stages)
+    )
     for stage in spec.stages:
         echo(f"\n[genforge] === stage: {stage} ===")
         STAGE_FUNCTIONS[stage](spec, result, force, echo)

@@ -109,8 +109,15 @@ def test_real_process_exit_code_and_single_line(tmp_path):
 DEAD_SERVER = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused at once
 
 UNREACHABLE = [
-    ["train", "SPEC"], ["run", "SPEC"], ["tune", "SPEC"], ["models"], ["evaluate", "--run", "abc"],
-    ["register", "--run", "abc"], ["promote", "m"], ["rollback", "m"], ["generate", "models:/m@champion", "--out", "x.png"],
+    ["train", "SPEC"],
+    ["run", "SPEC"],
+    ["tune", "SPEC"],
+    ["models"],
+    ["evaluate", "--run", "abc"],
+    ["register", "--run", "abc"],
+    ["promote", "m"],
+    ["rollback", "m"],
+    ["generate", "models:/m@champion", "--out", "x.png"],
 ]
 
 
@@ -128,6 +135,8 @@ def test_a_tracking_server_that_does_not_answer_is_bad_input(args, tmp_path, mon
         main([str(path) if a == "SPEC" else a for a in args])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and time.monotonic() - t0 < 30
-    assert err.strip() == f"genforge: error: tracking server {DEAD_SERVER} does not answer ([Errno 111] Connection " \
-                          "refused); start it or fix tracking.uri / MLFLOW_TRACKING_URI", err
+    assert (
+        err.strip() == f"genforge: error: tracking server {DEAD_SERVER} does not answer ([Errno 111] Connection "
+        "refused); start it or fix tracking.uri / MLFLOW_TRACKING_URI"
+    ), err
     assert set(tmp_path.iterdir()) == before

@@ -5,7 +5,6 @@ value, no traceback, and no MLflow run, model version or alias change."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import tiny_spec
 
 pytestmark = pytest.mark.slow

@@ -56,4 +56,7 @@ def test_the_environments_uri_is_cleaned_too(monkeypatch):
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://carol:pw123@127.0.0.1:5000")
     assert resolve_tracking_uri(None) == "http://127.0.0.1:5000"
-    assert os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000" and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw123"
+    assert (
+        os.environ["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000"
+        and os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw123"
+    )

@@ -75,7 +75,9 @@ def test_concurrent_promoters_with_random_latency_leave_the_best(server, model, 
     finally:
         proxy.stop()
     assert _holder(client, name) == versions[fids.index(min(fids))]
-    decided = [client.get_model_version(name, str(v)).tags.get("genforge.promotion.champion.decision") for v in versions]
+    decided = [
+        client.get_model_version(name, str(v)).tags.get("genforge.promotion.champion.decision") for v in versions
+    ]
     assert None not in decided  # every promoter recorded its decision
 
 

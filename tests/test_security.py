@@ -95,11 +95,29 @@ def test_no_secret_in_anything_written_or_printed(tmp_path):
         outputs.append(train.stdout + train.stderr)
         assert train.returncode == 0, train.stderr
         run_id = json.loads(train.stdout.strip().splitlines()[-1])["run_id"]
-        small = ["--set", "evaluate.samples=200", "--set", "evaluate.seeds=2", "--set", "evaluate.kid_subset_size=50",
-                 "--set", "evaluate.kid_subsets=5", "--set", "evaluate.iw_samples=2", "--set", "evaluate.extractor_epochs=2"]
+        small = [
+            "--set",
+            "evaluate.samples=200",
+            "--set",
+            "evaluate.seeds=2",
+            "--set",
+            "evaluate.kid_subset_size=50",
+            "--set",
+            "evaluate.kid_subsets=5",
+            "--set",
+            "evaluate.iw_samples=2",
+            "--set",
+            "evaluate.extractor_epochs=2",
+        ]
         for args in (["register", "--run", run_id, "--name", "secret-m", *small], ["promote", "secret-m"]):
-            proc = subprocess.run([*genforge, *args, "--tracking-uri", uri, "--json"], cwd=work, env=env,
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [*genforge, *args, "--tracking-uri", uri, "--json"],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             outputs.append(proc.stdout + proc.stderr)
             assert proc.returncode == 0, proc.stderr
         for text in outputs:

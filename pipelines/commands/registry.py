@@ -9,10 +9,14 @@ from pipelines.options import echo_for, emit, json_option, spec_command, trackin
 
 @click.command()
 @click.option("--run", "run_id", required=True, metavar="RUN_ID", help="The training (or best trial) run.")
-@click.option("--name", help="Registered model name (default: the spec's register.model_name, else {dataset}-{family}).")
+@click.option(
+    "--name", help="Registered model name (default: the spec's register.model_name, else {dataset}-{family})."
+)
 @spec_command(spec_argument=False, sections=("evaluate",))
 @tracking_option
-def register(run_id: str, name: str | None, overrides: tuple[str, ...], as_json: bool, tracking_uri: str | None) -> None:
+def register(
+    run_id: str, name: str | None, overrides: tuple[str, ...], as_json: bool, tracking_uri: str | None
+) -> None:
     """Register a run's model (evaluating it first if needed) with its metrics and protocol as tags."""
     import genforge
 
@@ -25,7 +29,9 @@ def register(run_id: str, name: str | None, overrides: tuple[str, ...], as_json:
 @click.option("--version", type=click.IntRange(min=1), help="Candidate version (default: the latest).")
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--metric", default="fid", show_default=True, help="Version tag compared.")
-@click.option("--mode", type=click.Choice(["min", "max"]), help="Better when lower or higher (default: the metric's own).")
+@click.option(
+    "--mode", type=click.Choice(["min", "max"]), help="Better when lower or higher (default: the metric's own)."
+)
 @click.option("--min-improvement", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @tracking_option
 @json_option
@@ -34,9 +40,18 @@ def promote(model_name, version, alias, metric, mode, min_improvement, tracking_
     --min-improvement and the measured noise. Concurrent promotions are serialised."""
     import genforge
 
-    d = genforge.promote(model_name, version=version, alias=alias, metric=metric, mode=mode,
-                         min_improvement=min_improvement, tracking_uri=tracking_uri)
-    emit(d, as_json, f"{model_name} v{d.candidate} @{alias}: {'PROMOTED' if d.promoted else 'not promoted'}. {d.reason}")
+    d = genforge.promote(
+        model_name,
+        version=version,
+        alias=alias,
+        metric=metric,
+        mode=mode,
+        min_improvement=min_improvement,
+        tracking_uri=tracking_uri,
+    )
+    emit(
+        d, as_json, f"{model_name} v{d.candidate} @{alias}: {'PROMOTED' if d.promoted else 'not promoted'}. {d.reason}"
+    )
 
 
 @click.command()
@@ -57,13 +72,16 @@ def rollback(model_name: str, alias: str, metric: str, tracking_uri: str | None,
 @click.command()
 @click.argument("model_uri")
 @click.option("-n", "count", type=click.IntRange(min=1, max=10000), default=64, show_default=True)
-@click.option("--label", type=click.IntRange(min=0), help="Class label (conditional models; default: cycle through classes).")
+@click.option(
+    "--label", type=click.IntRange(min=0), help="Class label (conditional models; default: cycle through classes)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file to write.")
 @tracking_option
 @json_option
-def generate(model_uri: str, count: int, label: int | None, seed: int, out: str, tracking_uri: str | None,
-             as_json: bool) -> None:
+def generate(
+    model_uri: str, count: int, label: int | None, seed: int, out: str, tracking_uri: str | None, as_json: bool
+) -> None:
     """Generate a grid of COUNT images from MODEL_URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/...).
 
     \b

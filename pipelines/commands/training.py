@@ -106,7 +106,9 @@ def _print_leaderboard(result) -> None:
         table.add_row(str(r["rank"]), r["trial_id"], r["status"] + (" (early)" if "early" in r["reason"] else ""),
                       str(r["epochs"]), obj, *values)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
-    click.echo(f"best: run {result.best_run_id} {result.metric}={result.best_objective:.4f} config={result.best_config}")
+    click.echo(
+        f"best: run {result.best_run_id} {result.metric}={result.best_objective:.4f} config={result.best_config}"
+    )
     click.echo(f"parent run: {result.parent_run_id} (leaderboard under its 'sweep/' artifacts)")
 
 
@@ -143,15 +145,29 @@ def _summary(r) -> None:
     table.add_row("stages", " -> ".join(r.stages) + (f"  (skipped: {', '.join(r.skipped)})" if r.skipped else ""))
     table.add_row("run", str(r.run_id))
     if r.best_config:
-        table.add_row("best config", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in r.best_config.items()))
-    for key in ("fid", "fid_std", "kid", "precision", "recall", "coverage", "val_neg_elbo", "test_neg_elbo", "nll_iw_k64"):
+        table.add_row(
+            "best config",
+            ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_config.items()),
+        )
+    for key in (
+        "fid",
+        "fid_std",
+        "kid",
+        "precision",
+        "recall",
+        "coverage",
+        "val_neg_elbo",
+        "test_neg_elbo",
+        "nll_iw_k64",
+    ):
         if key in r.metrics:
             table.add_row(key, f"{r.metrics[key]:.4f}")
     if r.protocol:
         table.add_row("protocol", r.protocol)
     if r.registered:
-        table.add_row("registered", f"{r.registered['name']} version {r.registered['version']} ({r.registered_model_uri})")
+        table.add_row(
+            "registered", f"{r.registered['name']} version {r.registered['version']} ({r.registered_model_uri})"
+        )
     if r.promotion:
         verdict = "promoted" if r.promotion["promoted"] else "not promoted"
         table.add_row("promotion", f"{verdict}: {r.promotion['reason']}")

@@ -211,7 +211,8 @@ def rollback(tracking_uri: str, name: str, alias: str = "champion", metric: str 
     if not others:
         raise SpecError(f"model '{name}': version {holder_number} holds @{alias} and no other version is eligible; "
                         "nothing to roll back to")
-    _record(client, name, holder_number, alias, {"eligible": "false", "rolled_back": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    rolled_back = {"eligible": "false", "rolled_back": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    _record(client, name, holder_number, alias, rolled_back)
     final = converge(client, name, alias, metric, mode, holder.tags.get("protocol_hash"))
     if final == holder_number or final is None:
         raise RunError(f"model '{name}': @{alias} still points at version {holder_number} after the rollback")

@@ -98,9 +98,8 @@ def register_run(tracking_uri: str, run_id: str, name: str | None = None, overri
         v = mlflow.register_model(model_uri, name, tags=tags)
     finally:
         mlflow.set_tracking_uri(previous)
-    echo(
-        f"[genforge] registered {name} version {v.version} (fid {float(tags['fid']):.4f} +- {float(tags['fid_std']):.4f})"
-    )
+    fid, fid_std = float(tags["fid"]), float(tags["fid_std"])
+    echo(f"[genforge] registered {name} version {v.version} (fid {fid:.4f} +- {fid_std:.4f})")
     return version_summary(client.get_model_version(name, v.version))
 
 

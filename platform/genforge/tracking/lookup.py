@@ -26,7 +26,9 @@ def resolve_model(client, model_uri: str) -> tuple[str | None, str | None]:
     ref = model_uri[len("models:/") :].strip("/")
     if "@" in ref or "/" in ref:
         name, sep, which = ref.partition("@") if "@" in ref else ref.partition("/")
-        version = client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
+        version = (
+            client.get_model_version_by_alias(name, which) if sep == "@" else client.get_model_version(name, which)
+        )
         return version.run_id, version.tags.get("model_artifact")
     return client.get_logged_model(ref).source_run_id, None
 

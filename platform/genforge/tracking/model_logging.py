@@ -71,7 +71,10 @@ def log_mlflow_sampler(sampler: nn.Module, facts: dict[str, Any]) -> str:
     z = rng.standard_normal((2, facts["latent_dim"])).astype(np.float32)
     example: Any = z
     if conditional:
-        inputs = [TensorSpec(np.dtype(np.float32), (-1, facts["latent_dim"]), "z"), TensorSpec(np.dtype(np.int64), (-1,), "y")]
+        inputs = [
+            TensorSpec(np.dtype(np.float32), (-1, facts["latent_dim"]), "z"),
+            TensorSpec(np.dtype(np.int64), (-1,), "y"),
+        ]
         example = (z, np.array([0, 1], dtype=np.int64))
     else:
         # One unnamed tensor: the pyfunc flavor (and `mlflow models serve`) then hands the model a plain

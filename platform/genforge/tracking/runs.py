@@ -63,7 +63,9 @@ def _log_spec(client: MlflowClient, run_id: str, spec: Spec) -> None:
         client.log_artifact(run_id, str(path))
 
 
-def create_run(client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any], extra_tags: dict[str, str] | None = None) -> str:
+def create_run(
+    client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any], extra_tags: dict[str, str] | None = None
+) -> str:
     """A new RUNNING run with the whole resolved spec: params (fixed keys), tags (resumable keys), spec.yaml."""
     tags = {
         "mlflow.runName": spec.name,

@@ -205,7 +205,8 @@ def _restore(r: _Rank, restored: Any) -> None:
         return
     state, meta, where = loaded
     if meta["mlflow_run_id"] != r.config["run_id"]:
-        raise RuntimeError(f"checkpoint {where} belongs to MLflow run {meta['mlflow_run_id']}, not {r.config['run_id']}")
+        owner = meta["mlflow_run_id"]
+        raise RuntimeError(f"checkpoint {where} belongs to MLflow run {owner}, not {r.config['run_id']}")
     r.trainer.load_state_dict(state["trainer"])
     r.pos = Position(**meta["position"])
     rng = state["rng"]
@@ -229,7 +230,9 @@ def _load_verified(r: _Rank, restored: Any) -> tuple[dict, dict, str] | None:
         reason = f"refusing checkpoint {restored.path}: {exc}"
     found = checkpoint.latest(r.config["run_dir"]) if r.config.get("run_dir") else None
     if r.rank == 0:
-        r.progress.say(f"WARNING: {reason}; " + (f"using {found.path}" if found else "no complete checkpoint: starting over"))
+        r.progress.say(
+            f"WARNING: {reason}; " + (f"using {found.path}" if found else "no complete checkpoint: starting over")
+        )
     if found is None:
         return None
     state, meta = checkpoint.load(found.path, map_location=r.device)
@@ -279,8 +282,11 @@ def _tick(r: _Rank) -> None:
         r.logger.log_metrics(row, step=r.pos.step)
         if time.perf_counter() - r.last_print > 5 or r.pos.batch == r.steps_per_epoch:
             shown = " ".join(f"{k}={v:.4g}" for k, v in r.train_metrics.items() if "grad" not in k)
-            r.progress.say(f"epoch {r.pos.epoch + 1}/{t.epochs} step {r.pos.step} | {shown} | "
-                           f"{steps_per_s * t.batch_size:.0f} img/s", tick=True)
+            r.progress.say(
+                f"epoch {r.pos.epoch + 1}/{t.epochs} step {r.pos.step} | {shown} | "
+                f"{steps_per_s * t.batch_size:.0f} img/s",
+                tick=True,
+            )
             r.last_print = time.perf_counter()
     if r.pos.nonfinite > t.max_nonfinite_steps:
         raise FloatingPointError(
