@@ -18,8 +18,8 @@ from genforge.artifacts import LoadedModel, sampler_facts
 from genforge.config import spec_from_dict
 from genforge.data import load_dataset
 from genforge.evaluator.extractors import get_extractor
-from genforge.evaluator.reference import reference
 from genforge.evaluator.metrics import evaluate_model
+from genforge.evaluator.reference import reference
 from genforge.models import build_models, get_family
 
 
@@ -27,15 +27,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=10000)
     args = ap.parse_args()
-    spec = spec_from_dict({"name": "bench", "data": {"dataset": "mnist5k"}, "model": {"family": "vae", "latent_dim": 16},
-                           "evaluate": {"samples": args.samples, "seeds": 1}})
+    spec = spec_from_dict(
+        {
+            "name": "bench",
+            "data": {"dataset": "mnist5k"},
+            "model": {"family": "vae", "latent_dim": 16},
+            "evaluate": {"samples": args.samples, "seeds": 1},
+        }
+    )
     data = load_dataset(spec.data)
     torch.manual_seed(0)
     modules = build_models(spec.model, data.image_shape, data.num_classes)
     for m in modules.values():
         m.eval()
-    model = LoadedModel(spec, modules, get_family("vae").sampler(modules).eval(),
-                        sampler_facts(spec, data.image_shape, data.num_classes))
+    model = LoadedModel(
+        spec,
+        modules,
+        get_family("vae").sampler(modules).eval(),
+        sampler_facts(spec, data.image_shape, data.num_classes),
+    )
     t = time.perf_counter()
     extractor, info = get_extractor(spec.evaluate, data, echo=print)
     reference(extractor, data, spec.evaluate.reference_split)

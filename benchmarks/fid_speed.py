@@ -58,7 +58,10 @@ def main() -> None:
     print(f"  sqrtm, real statistics cached  {t_ref_cached:8.3f} s")
     print(f"  genforge, real stats cached    {t_cached:8.3f} s   FD={ours_cached:.10f}   "
           f"{t_ref / t_cached:5.1f}x vs sqrtm from features, {t_ref_cached / t_cached:5.1f}x vs sqrtm cached")
-    print(f"  relative difference to sqrtm: {abs(ours - ref) / abs(ref):.2e} (fresh), {abs(ours_cached - ref) / abs(ref):.2e} (cached)")
+    print(
+        f"  relative difference to sqrtm: {abs(ours - ref) / abs(ref):.2e} (fresh), "
+        f"{abs(ours_cached - ref) / abs(ref):.2e} (cached)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Metrics and feature statistics for generative models: pure functions over arrays.
 
 Depends on numpy, scipy (and torch for feature extractors) only; never on genforge, Ray or MLflow.
-Definitions follow ../shared/design.md; each module cites its paper.
+Each module states the formula it computes and cites its paper; the README's "Evaluating a model" table lists
+them with their references.
 """
 
 from evaluation.checks import MetricInputError

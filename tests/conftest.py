@@ -37,8 +37,12 @@ def ray_session(private_cache):
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(num_cpus=2, resources={"trial_driver": 8}, logging_level="warning",
-             runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}})
+    ray.init(
+        num_cpus=2,
+        resources={"trial_driver": 8},
+        logging_level="warning",
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}},
+    )
     yield ray
     ray.shutdown()
 

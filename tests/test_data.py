@@ -41,7 +41,9 @@ def test_make_splits_partitions_every_index():
     from genforge.data.splits import RawSource, make_splits
 
     ids = torch.arange(100, dtype=torch.float32).view(100, 1, 1, 1)
-    s = make_splits(RawSource("ids", ids, torch.zeros(100, dtype=torch.long), 1), val_fraction=0.1, test_fraction=0.2, seed=0)
+    s = make_splits(
+        RawSource("ids", ids, torch.zeros(100, dtype=torch.long), 1), val_fraction=0.1, test_fraction=0.2, seed=0
+    )
     parts = [set(split.images.flatten().long().tolist()) for split in (s.train, s.val, s.test)]
     assert [len(p) for p in parts] == [70, 10, 20]
     assert set().union(*parts) == set(range(100)) and sum(map(len, parts)) == 100
@@ -52,7 +54,9 @@ def test_image_folder(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(5):
             Image.fromarray(np.full((40, 30, 3), value, dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
-    data = load_dataset(_cfg(dataset="imagefolder", root=str(tmp_path), image_size=16, channels=3, val_fraction=0.2, test_fraction=0.2))
+    data = load_dataset(
+        _cfg(dataset="imagefolder", root=str(tmp_path), image_size=16, channels=3, val_fraction=0.2, test_fraction=0.2)
+    )
     assert data.image_shape == (3, 16, 16) and data.num_classes == 2
     x, y = data.train.batch(torch.arange(len(data.train)))
     for img, label in zip(x, y):

@@ -124,7 +124,8 @@ class TestPRDC:
         ref = compute_prdc(a, b, nearest_k=k)
         p, r = ev.precision_recall(a, b, k=k)
         d, c = ev.density_coverage(a, b, k=k)
-        assert (p, r, d, c) == pytest.approx((ref["precision"], ref["recall"], ref["density"], ref["coverage"]), abs=1e-12)
+        expected = (ref["precision"], ref["recall"], ref["density"], ref["coverage"])
+        assert (p, r, d, c) == pytest.approx(expected, abs=1e-12)
 
     def test_chunking_does_not_change_results(self, monkeypatch):
         import evaluation.prdc as prdc_mod
@@ -152,11 +153,14 @@ class TestImageQuality:
         from skimage.metrics import structural_similarity
 
         x, y = self._images(22)
-        ref = np.mean([
-            structural_similarity(a, b, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5,
-                                  use_sample_covariance=False)
-            for a, b in zip(x, y)
-        ])
+        ref = np.mean(
+            [
+                structural_similarity(
+                    a, b, data_range=1.0, channel_axis=0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+                )
+                for a, b in zip(x, y)
+            ]
+        )
         assert math.isclose(ev.ssim(x, y), ref, rel_tol=1e-9)
 
     def test_psnr_matches_scikit_image(self):
@@ -222,3 +226,14 @@ def test_both_extractors_satisfy_the_extractor_protocol():
     assert feats.shape[0] == probs.shape[0] == 3 and np.allclose(probs.sum(1), 1.0)
     for method in ("features", "probs", "features_and_probs"):
         assert callable(getattr(InceptionExtractor, method))
+
+    class FeaturesOnly:  # the Protocol before features_and_probs was part of it: not an extractor the runner can use
+        name, content_hash = "partial", "0"
+
+        def features(self, images):
+            return np.zeros((len(images), 2))
+
+        def probs(self, images):
+            return np.full((len(images), 2), 0.5)
+
+    assert not isinstance(FeaturesOnly(), FeatureExtractor)

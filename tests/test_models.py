@@ -9,10 +9,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FAMILIES
+
 from genforge.config import spec_from_dict
-from genforge.models import FAMILIES as REGISTRY
 from genforge.models import build_models, get_family
 from genforge.models.blocks import resolution_plan
 from genforge.models.diffaugment import diff_augment

@@ -38,21 +38,33 @@ def test_the_catalogue_imports_no_torch():
     import sys
 
     code = "import sys, genforge.families, genforge.config; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
-@pytest.mark.parametrize("tree,needle", [
-    ({"model": {"family": "diffusion"}}, "model.family: unknown family 'diffusion' (choose from gan, vae, cgan, cvae)"),
-    ({"model": {"diffaugment": "color,rotate"}}, "model.diffaugment: unknown policy 'rotate'"),
-    ({"tracking": {"experiment": "../../outside"}}, "tracking.experiment: '../../outside' is not a valid name"),
-    ({"tracking": {"experiment": "/abs/path"}}, "tracking.experiment: '/abs/path'"),
-    ({"register": {"model_name": "team/model"}}, "register.model_name: 'team/model'"),
-    ({"register": {"model_name": "a:b"}}, "register.model_name: 'a:b'"),
-    ({"promote": {"alias": "latest"}}, "promote.alias: 'latest' is reserved"),
-    ({"promote": {"alias": "v1"}}, "promote.alias: 'v1' is reserved"),
-    ({"tune": {"metric": "val_neg_elbow"}}, "tune.metric: 'val_neg_elbow' is not reported by vae trials"),
-    ({"model": {"family": "gan"}, "tune": {"metric": "val_neg_elbo"}}, "tune.metric: 'val_neg_elbo' is not reported"),
-])
+@pytest.mark.parametrize(
+    "tree,needle",
+    [
+        (
+            {"model": {"family": "diffusion"}},
+            "model.family: unknown family 'diffusion' (choose from gan, vae, cgan, cvae)",
+        ),
+        ({"model": {"diffaugment": "color,rotate"}}, "model.diffaugment: unknown policy 'rotate'"),
+        ({"tracking": {"experiment": "../../outside"}}, "tracking.experiment: '../../outside' is not a valid name"),
+        ({"tracking": {"experiment": "/abs/path"}}, "tracking.experiment: '/abs/path'"),
+        ({"register": {"model_name": "team/model"}}, "register.model_name: 'team/model'"),
+        ({"register": {"model_name": "a:b"}}, "register.model_name: 'a:b'"),
+        ({"promote": {"alias": "latest"}}, "promote.alias: 'latest' is reserved"),
+        ({"promote": {"alias": "v1"}}, "promote.alias: 'v1' is reserved"),
+        ({"tune": {"metric": "val_neg_elbow"}}, "tune.metric: 'val_neg_elbow' is not reported by vae trials"),
+        (
+            {"model": {"family": "gan"}, "tune": {"metric": "val_neg_elbo"}},
+            "tune.metric: 'val_neg_elbo' is not reported",
+        ),
+    ],
+)
 def test_names_and_metrics_are_checked_when_the_spec_is_read(tree, needle):
     """Caught before anything trains: these used to fail only after training, or escape their folder."""
     from genforge.config import spec_from_dict

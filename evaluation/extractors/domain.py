@@ -32,7 +32,13 @@ class DomainClassifier(nn.Module):
             return [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.ReLU()]
 
         self.trunk = nn.Sequential(
-            *block(c, 32), *block(32, 32), nn.MaxPool2d(2), *block(32, 64), *block(64, 64), nn.MaxPool2d(2), nn.Flatten()
+            *block(c, 32),
+            *block(32, 32),
+            nn.MaxPool2d(2),
+            *block(32, 64),
+            *block(64, 64),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
         )
         self.embed = nn.Sequential(nn.Linear(64 * (h // 4) * (w // 4), FEATURE_DIM), nn.ReLU())
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(FEATURE_DIM, num_classes))

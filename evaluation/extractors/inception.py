@@ -44,13 +44,16 @@ class InceptionExtractor:
         if not weights_path or not Path(weights_path).is_file():
             raise InceptionWeightsError(
                 f"Inception FID weights not found ({weights_path or 'no path given'}): the file {INCEPTION_FILE} "
-                f"(sha256 {INCEPTION_SHA256[:12]}...) is needed; set evaluate.inception_weights or GENFORGE_INCEPTION_WEIGHTS"
+                f"(sha256 {INCEPTION_SHA256[:12]}...) is needed; "
+                "set evaluate.inception_weights or GENFORGE_INCEPTION_WEIGHTS"
             )
         path = Path(weights_path)
         expected = sha256 or INCEPTION_SHA256
         actual = _sha256(path)
         if actual != expected:
-            raise InceptionWeightsError(f"{path}: sha256 {actual[:12]}... does not match the expected {expected[:12]}...")
+            raise InceptionWeightsError(
+                f"{path}: sha256 {actual[:12]}... does not match the expected {expected[:12]}..."
+            )
         state = torch.load(path, map_location="cpu", weights_only=True)
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 

@@ -49,7 +49,9 @@ class LoadedModel:
         """n images in [0, 1]; conditional models draw `labels` (default: the classes in turn)."""
         if self.manifest["conditional"] and labels is None:
             labels = torch.arange(n) % self.num_classes
-        return draw(self.sampler, self.latent_dim, n, seed=seed, labels=labels if self.manifest["conditional"] else None)
+        return draw(
+            self.sampler, self.latent_dim, n, seed=seed, labels=labels if self.manifest["conditional"] else None
+        )
 
 
 def sampler_facts(spec: Spec, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, Any]:
@@ -69,7 +71,11 @@ def sampler_facts(spec: Spec, image_shape: tuple[int, int, int], num_classes: in
 def save(directory: str | Path, spec: Spec, modules: dict[str, nn.Module], facts: dict[str, Any]) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    tensors = {f"{name}.{key}": t.detach().cpu().contiguous() for name, m in modules.items() for key, t in m.state_dict().items()}
+    tensors = {
+        f"{name}.{key}": t.detach().cpu().contiguous()
+        for name, m in modules.items()
+        for key, t in m.state_dict().items()
+    }
     save_file(tensors, directory / WEIGHTS)
     (directory / SPEC).write_text(yaml.safe_dump(spec.model_dump(mode="json", by_alias=True), sort_keys=False))
     manifest = {

@@ -46,11 +46,15 @@ class ModelConfig(_Section):
     width: int = Field(32, ge=4, description="Channels of the first conv layer; doubles per resolution.")
     likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="VAE decoder likelihood.")
     gan_loss: Literal["nonsaturating", "hinge"] = Field("nonsaturating", description="Adversarial loss.")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling (the decay at full length).")
+    ema_decay: float = Field(
+        0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling (the decay at full length)."
+    )
     ema_rampup: float = Field(
-        0.05, ge=0.0, le=1.0,
-        description="EMA ramp-up (Karras et al. 2020/2022): the EMA half-life is capped at this share of the steps done, "
-        "so early EMA follows G instead of holding its initial weights; 0 = constant ema_decay from step 1.",
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="EMA ramp-up (Karras et al. 2020/2022): the EMA half-life is capped at this share of the "
+        "steps done, so early EMA follows G instead of holding its initial weights; 0 = constant ema_decay.",
     )
     spectral_norm: bool = Field(False, description="Spectral norm on D's layers (Miyato et al. 2018).")
     r1_gamma: float = Field(0.0, ge=0.0, description="R1 gradient penalty weight on real data; 0 = off.")
@@ -81,7 +85,9 @@ class TrainConfig(_Section):
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts (Ray FailureConfig); -1 = forever.")
     checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints (the last epoch always).")
     keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept on storage.")
-    storage_path: str | None = Field(None, description="Checkpoints and Ray results (default: beside the tracking store).")
+    storage_path: str | None = Field(
+        None, description="Checkpoints and Ray results (default: beside the tracking store)."
+    )
     log_every_steps: int = Field(10, ge=1, description="Steps between per-step metric rows and progress lines.")
     max_nonfinite_steps: int = Field(20, ge=0, description="Skipped non-finite steps tolerated before the run fails.")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (smoke tests).")
@@ -96,9 +102,7 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _check_batch(self) -> "TrainConfig":
         if self.batch_size < self.workers or self.batch_size % self.workers:
-            raise ValueError(
-                f"batch_size: {self.batch_size} must be >= workers ({self.workers}) and divisible by it"
-            )
+            raise ValueError(f"batch_size: {self.batch_size} must be >= workers ({self.workers}) and divisible by it")
         return self
 
 
@@ -119,14 +123,18 @@ class EvaluateConfig(_Section):
     samples: int = Field(10000, ge=10, description="Generated samples per draw.")
     seeds: int = Field(3, ge=1, description="Independent sample draws; FID and KID are mean +- std over them.")
     seed: int = Field(0, description="Seed of the first draw (draw i uses seed + i).")
-    reference_split: Literal["train", "val", "test"] = Field("train", description="Real images the fakes are compared with.")
+    reference_split: Literal["train", "val", "test"] = Field(
+        "train", description="Real images the fakes are compared with."
+    )
     kid_subsets: int = Field(100, ge=1, description="KID subsets.")
     kid_subset_size: int = Field(1000, ge=2, description="KID subset size (capped by the sample counts).")
     iw_samples: int = Field(64, ge=1, description="k of the importance-weighted NLL bound (VAEs).")
     every_epochs: int | None = Field(None, ge=1, description="In-loop domain FID every N epochs (None = off).")
     inloop_samples: int = Field(2000, ge=10, description="Samples for the in-loop FID.")
     extractor_epochs: int = Field(10, ge=1, description="Training epochs of the domain classifier.")
-    inception_weights: str | None = Field(None, description="Local FID Inception weights (or GENFORGE_INCEPTION_WEIGHTS).")
+    inception_weights: str | None = Field(
+        None, description="Local FID Inception weights (or GENFORGE_INCEPTION_WEIGHTS)."
+    )
     inception_sha256: str | None = Field(None, description="Override the published sha256 of the Inception weights.")
 
 
@@ -169,7 +177,10 @@ class TuneConfig(_Section):
         for key in self.space or {}:
             section = key.split(".", 1)[0]
             if section not in ("model", "train") or key in RESUMABLE_KEYS:
-                raise ValueError(f"space: {key!r} cannot be searched (use model.* or train.* keys other than {', '.join(RESUMABLE_KEYS)})")
+                raise ValueError(
+                    f"space: {key!r} cannot be searched "
+                    f"(use model.* or train.* keys other than {', '.join(RESUMABLE_KEYS)})"
+                )
         return self
 
 
@@ -186,8 +197,9 @@ class RegisterConfig(_Section):
 class PromoteConfig(_Section):
     alias: str = Field("champion", description="Alias to move.")
     metric: str = Field("fid", description="Version tag compared.")
-    mode: Literal["min", "max"] | None = Field(None, description="Lower (min) or higher (max) is better; "
-                                               "default: the metric's own direction.")
+    mode: Literal["min", "max"] | None = Field(
+        None, description="Lower (min) or higher (max) is better; default: the metric's own direction."
+    )
     min_improvement: float = Field(0.0, ge=0.0, description="Required margin beyond the measured noise.")
 
     @model_validator(mode="after")
@@ -242,8 +254,10 @@ class Spec(_Section):
             raise ValueError("stages: promote needs register before it")
         reported = get_family_info(self.model.family).training.epoch_metrics
         if self.tune.metric is not None and self.tune.metric not in reported:
-            raise ValueError(f"tune.metric: {self.tune.metric!r} is not reported by {self.model.family} trials "
-                             f"(choose from {', '.join(reported)})")
+            raise ValueError(
+                f"tune.metric: {self.tune.metric!r} is not reported by {self.model.family} trials "
+                f"(choose from {', '.join(reported)})"
+            )
         return self
 
     @property
@@ -256,8 +270,11 @@ class Spec(_Section):
 
     def fingerprint(self) -> str:
         """Hash of everything that may not change when a run resumes (where it is tracked is not part of it)."""
-        flat = {k: v for k, v in flatten(self.training_dict()).items()
-                if k not in RESUMABLE_KEYS and not k.startswith("tracking.")}
+        flat = {
+            k: v
+            for k, v in flatten(self.training_dict()).items()
+            if k not in RESUMABLE_KEYS and not k.startswith("tracking.")
+        }
         return hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -35,7 +35,9 @@ def load_domain(directory: Path, device: str | torch.device = "cpu") -> tuple[Do
     return extractor, meta
 
 
-def domain_extractor(data: ImageSplits, epochs: int, echo: Callable[[str], None] = print) -> tuple[DomainExtractor, dict, Path]:
+def domain_extractor(
+    data: ImageSplits, epochs: int, echo: Callable[[str], None] = print
+) -> tuple[DomainExtractor, dict, Path]:
     """The cached domain classifier of this dataset, trained (on the train split, fixed seed) on first use."""
     final = domain_dir(data, epochs)
     if not (final / "meta.json").is_file():
@@ -64,7 +66,9 @@ def domain_extractor(data: ImageSplits, epochs: int, echo: Callable[[str], None]
     return extractor, meta, final
 
 
-def inception_extractor(weights: str | None, sha256: str | None, device: str | torch.device = "cpu") -> InceptionExtractor:
+def inception_extractor(
+    weights: str | None, sha256: str | None, device: str | torch.device = "cpu"
+) -> InceptionExtractor:
     path = weights or os.environ.get("GENFORGE_INCEPTION_WEIGHTS")
     try:
         return InceptionExtractor(path, sha256=sha256, device=device)
@@ -81,5 +85,10 @@ def get_extractor(cfg, data: ImageSplits, echo: Callable[[str], None] = print):
         ex = inception_extractor(cfg.inception_weights, cfg.inception_sha256, device)
         return ex, {"name": ex.name, "content_hash": ex.content_hash, "dataset_classes": False}
     ex, meta, path = domain_extractor(data, cfg.extractor_epochs, echo)
-    return ex, {"name": ex.name, "content_hash": ex.content_hash, "test_accuracy": meta["test_accuracy"],
-                "path": str(path), "dataset_classes": True}
+    return ex, {
+        "name": ex.name,
+        "content_hash": ex.content_hash,
+        "test_accuracy": meta["test_accuracy"],
+        "path": str(path),
+        "dataset_classes": True,
+    }

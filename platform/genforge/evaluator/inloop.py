@@ -38,7 +38,8 @@ class InLoopFID:
         with np.load(paths["reference_path"]) as z:
             self.stats = FeatureStats.from_dict(z)
         self.n, self.seed = spec.evaluate.inloop_samples, spec.evaluate.seed
-        self.latent_dim, self.num_classes, self.conditional, self.device = spec.model.latent_dim, num_classes, conditional, device
+        self.latent_dim, self.num_classes = spec.model.latent_dim, num_classes
+        self.conditional, self.device = conditional, device
 
     def __call__(self, sampler: torch.nn.Module) -> float:
         labels = torch.arange(self.n) % self.num_classes if self.conditional else None

@@ -169,7 +169,8 @@ def evaluate_model(
     class_metrics, per_class = _class_metrics(ref, feats, probs, labels, k, bool(extractor_info.get("dataset_classes")))
     metrics.update(class_metrics)
     timer.add("other_metrics", t)
-    figures = {"samples": _sample_figure(fakes, labels, k), "nearest_neighbours": _neighbour_figure(fakes, feats, ref, data, cfg)}
+    figures = {"samples": _sample_figure(fakes, labels, k),
+               "nearest_neighbours": _neighbour_figure(fakes, feats, ref, data, cfg)}
     if "vae" in model.modules:  # a likelihood model: reconstruction and NLL on the test split
         t = time.perf_counter()
         recon_metrics, figures["reconstructions"] = _reconstruction(model, data, cfg.iw_samples, seed=protocol.seeds[0])
@@ -199,7 +200,9 @@ def _neighbour_figure(fakes, feats, ref: Reference, data: ImageSplits, cfg) -> t
 
 
 @torch.no_grad()
-def _reconstruction(model: LoadedModel, data: ImageSplits, k: int, seed: int) -> tuple[dict[str, float], tuple[torch.Tensor, int]]:
+def _reconstruction(
+    model: LoadedModel, data: ImageSplits, k: int, seed: int
+) -> tuple[dict[str, float], tuple[torch.Tensor, int]]:
     vae = model.modules["vae"]
     device = next(vae.parameters()).device
     conditional = bool(model.manifest["conditional"])

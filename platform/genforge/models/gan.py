@@ -16,7 +16,9 @@ from genforge.models.blocks import ConvDecoder, ConvEncoder
 
 
 class Generator(nn.Module):
-    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 32, num_classes: int = 0) -> None:
+    def __init__(
+        self, image_shape: tuple[int, int, int], latent_dim: int, width: int = 32, num_classes: int = 0
+    ) -> None:
         super().__init__()
         self.image_shape, self.latent_dim, self.num_classes = tuple(image_shape), latent_dim, num_classes
         # Conditional generators (cgan.py) concatenate a learned label embedding to z.
