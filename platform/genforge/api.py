@@ -177,6 +177,7 @@ def generate(model_uri: str, n: int = 64, *, label: int | None = None, seed: int
 
     from genforge.errors import SpecError
     from genforge.images import save_grid
+    from genforge.sampling import class_cycle
     from genforge.tracking.loading import load_run_model
 
     store, run_id, artifact = _model_run(model_uri, tracking_uri)
@@ -185,7 +186,7 @@ def generate(model_uri: str, n: int = 64, *, label: int | None = None, seed: int
     if model.manifest["conditional"]:
         if label is not None and not 0 <= label < model.num_classes:
             raise SpecError(f"--label {label}: the model has classes 0..{model.num_classes - 1}")
-        labels = torch.full((n,), label) if label is not None else torch.arange(n) % model.num_classes
+        labels = torch.full((n,), label) if label is not None else class_cycle(n, model.num_classes)
     elif label is not None:
         raise SpecError(f"--label: {model_uri} is not a conditional model")
     images = model.generate(n, labels, seed=seed)

@@ -19,7 +19,7 @@ from torch import nn
 
 from genforge.config import Spec
 from genforge.models import build_models, get_family
-from genforge.sampling import draw
+from genforge.sampling import class_cycle, draw
 from genforge.training.checkpoint import sha256_file
 
 FORMAT = "genforge-model/1"
@@ -48,7 +48,7 @@ class LoadedModel:
     def generate(self, n: int, labels: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
         """n images in [0, 1]; conditional models draw `labels` (default: the classes in turn)."""
         if self.manifest["conditional"] and labels is None:
-            labels = torch.arange(n) % self.num_classes
+            labels = class_cycle(n, self.num_classes)
         return draw(
             self.sampler, self.latent_dim, n, seed=seed, labels=labels if self.manifest["conditional"] else None
         )

@@ -11,6 +11,11 @@ import torch
 from torch import nn
 
 
+def class_cycle(n: int, num_classes: int) -> torch.Tensor:
+    """Labels 0, 1, ..., k-1, 0, 1, ...: n conditional samples spread evenly over the classes."""
+    return torch.arange(n) % num_classes
+
+
 @torch.no_grad()
 def draw(sampler: nn.Module, latent_dim: int, n: int, *, seed: int = 0, labels: torch.Tensor | None = None,
          device: torch.device | str | None = None, batch_size: int = 1000) -> torch.Tensor:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from evaluation import FeatureStats, frechet_distance
-from genforge.sampling import draw
+from genforge.sampling import class_cycle, draw
 
 
 def prepare(spec, data, echo=print) -> dict[str, Any] | None:
@@ -42,6 +42,6 @@ class InLoopFID:
         self.conditional, self.device = conditional, device
 
     def __call__(self, sampler: torch.nn.Module) -> float:
-        labels = torch.arange(self.n) % self.num_classes if self.conditional else None
+        labels = class_cycle(self.n, self.num_classes) if self.conditional else None
         images = draw(sampler, self.latent_dim, self.n, seed=self.seed, labels=labels, device=self.device)
         return frechet_distance(self.stats, self.extractor.features(images))

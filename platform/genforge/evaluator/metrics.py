@@ -23,6 +23,7 @@ from genforge.data import ImageSplits
 from genforge.evaluator.protocol import Protocol
 from genforge.evaluator.reference import Reference, reference
 from genforge.models.vae import log_importance_weights
+from genforge.sampling import class_cycle
 
 Sampler = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]  # (n, seed, labels) -> images in [0, 1]
 
@@ -161,7 +162,7 @@ def evaluate_model(
     timer.add("reference", t0)
     protocol = _protocol(data, cfg, ref, extractor_info)
     k, conditional = data.num_classes, bool(model.manifest["conditional"])
-    labels = (torch.arange(cfg.samples) % k) if conditional else None
+    labels = class_cycle(cfg.samples, k) if conditional else None
     sample = sampler_override or (lambda n, seed, y: model.generate(n, y, seed=seed))
     draws, (fakes, feats, probs) = _draws(sample, protocol, cfg, ref, extractor, labels, timer, echo)
     t = time.perf_counter()
@@ -173,7 +174,8 @@ def evaluate_model(
                "nearest_neighbours": _neighbour_figure(fakes, feats, ref, data, cfg)}
     if "vae" in model.modules:  # a likelihood model: reconstruction and NLL on the test split
         t = time.perf_counter()
-        recon_metrics, figures["reconstructions"] = _reconstruction(model, data, cfg.iw_samples, seed=protocol.seeds[0])
+        with torch.random.fork_rng():  # its seeded posterior samples leave the caller's RNG where it was
+            recon_metrics, figures["reconstructions"] = _reconstruction(model, data, cfg.iw_samples, protocol.seeds[0])
         metrics.update(recon_metrics)
         timer.add("reconstruction", t)
     timer.add("total", t0)
