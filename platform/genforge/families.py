@@ -3,7 +3,7 @@
 The spec validates `model.family` against it, the model package attaches builders to its entries by name
 (`genforge.models`), the trainers are chosen by its `pattern`, the sweep takes its default objective and search
 space from it, `genforge families` prints it, and the tests parametrise over it. Adding a family is one entry
-here and one model file with its builder in `genforge/models/`.
+here and one model file `genforge/models/<name>.py` defining `build` and `sampler`.
 """
 
 from __future__ import annotations

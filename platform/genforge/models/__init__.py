@@ -2,11 +2,13 @@
 
 Models never import Ray or MLflow. `build` returns the named modules a trainer optimises
 (`vae`, or `G` and `D`); `sampler` wraps the module that generates, mapping z (and y) to [0, 1].
-A new family: an entry in genforge/families.py, a model file here, and its builders in `BUILDERS`.
+A new family is an entry in genforge/families.py and a model file here named after it (`<name>.py`) that
+defines `build(model_cfg, image_shape, num_classes)` and `sampler(modules)`.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -14,10 +16,6 @@ from torch import nn
 
 from genforge.families import FAMILIES as CATALOGUE
 from genforge.families import FamilyInfo, get_family_info
-from genforge.models.cgan import ConditionalGenerator, ProjectionDiscriminator
-from genforge.models.cvae import CVAE
-from genforge.models.gan import Discriminator, GANSampler, Generator
-from genforge.models.vae import VAE, VAESampler
 
 
 @dataclass(frozen=True)
@@ -34,42 +32,13 @@ class Family:
     summary = property(lambda self: self.info.summary)
 
 
-def _vae(cfg, shape, num_classes) -> dict[str, nn.Module]:
-    return {"vae": VAE(shape, cfg.latent_dim, cfg.width, cfg.likelihood, cfg.beta)}
+def _attach(info: FamilyInfo) -> Family:
+    """The family's model file is `genforge/models/<name>.py`; it defines `build` and `sampler`."""
+    module = importlib.import_module(f"genforge.models.{info.name}")
+    return Family(info, module.build, module.sampler)
 
 
-def _cvae(cfg, shape, num_classes) -> dict[str, nn.Module]:
-    return {"vae": CVAE(shape, cfg.latent_dim, num_classes, width=cfg.width, likelihood=cfg.likelihood, beta=cfg.beta)}
-
-
-def _gan(cfg, shape, num_classes) -> dict[str, nn.Module]:
-    return {
-        "G": Generator(shape, cfg.latent_dim, cfg.width),
-        "D": Discriminator(shape, cfg.width, cfg.spectral_norm),
-    }
-
-
-def _cgan(cfg, shape, num_classes) -> dict[str, nn.Module]:
-    return {
-        "G": ConditionalGenerator(shape, cfg.latent_dim, num_classes, cfg.width),
-        "D": ProjectionDiscriminator(shape, num_classes, cfg.width, cfg.spectral_norm),
-    }
-
-
-def _gan_sampler(modules: dict[str, nn.Module]) -> nn.Module:
-    return GANSampler(modules["G_ema"])
-
-
-def _vae_sampler(modules: dict[str, nn.Module]) -> nn.Module:
-    return VAESampler(modules["vae"])
-
-
-BUILDERS = {"gan": (_gan, _gan_sampler), "vae": (_vae, _vae_sampler), "cgan": (_cgan, _gan_sampler),
-            "cvae": (_cvae, _vae_sampler)}
-if set(BUILDERS) != set(CATALOGUE):
-    raise ImportError(f"model builders {sorted(BUILDERS)} do not match the family catalogue {sorted(CATALOGUE)}")
-
-FAMILIES: dict[str, Family] = {name: Family(info, *BUILDERS[name]) for name, info in CATALOGUE.items()}
+FAMILIES: dict[str, Family] = {name: _attach(info) for name, info in CATALOGUE.items()}
 
 
 def get_family(name: str) -> Family:

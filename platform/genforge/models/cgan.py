@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from genforge.models.gan import Discriminator, Generator
+from genforge.models.gan import sampler as sampler  # the same EMA-generator sampler
 
 
 class ConditionalGenerator(Generator):
@@ -34,3 +35,10 @@ class ProjectionDiscriminator(Discriminator):
             raise ValueError("a projection discriminator needs labels y")
         h = self.trunk(x)
         return self.head(h).squeeze(1) + (self.embed(y.long()) * h).sum(1)
+
+
+def build(cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
+    return {
+        "G": ConditionalGenerator(image_shape, cfg.latent_dim, num_classes, cfg.width),
+        "D": ProjectionDiscriminator(image_shape, num_classes, cfg.width, cfg.spectral_norm),
+    }

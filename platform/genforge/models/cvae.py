@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from genforge.models.vae import VAE
+from genforge.models.vae import sampler as sampler  # the decoder, as for the VAE
 
 
 class CVAE(VAE):
@@ -25,3 +27,8 @@ class CVAE(VAE):
 
     def _decoder_input(self, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         return torch.cat([z, self._one_hot(y, z)], dim=1)
+
+
+def build(cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
+    return {"vae": CVAE(image_shape, cfg.latent_dim, num_classes, width=cfg.width, likelihood=cfg.likelihood,
+                        beta=cfg.beta)}

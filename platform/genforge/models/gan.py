@@ -72,3 +72,16 @@ class GANSampler(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return (self.G(z, y) + 1.0) * 0.5
+
+
+def build(cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
+    """The modules the adversarial trainer optimises (G_ema is added by genforge.models.build_models)."""
+    return {
+        "G": Generator(image_shape, cfg.latent_dim, cfg.width),
+        "D": Discriminator(image_shape, cfg.width, cfg.spectral_norm),
+    }
+
+
+def sampler(modules: dict[str, nn.Module]) -> nn.Module:
+    """Samples come from the EMA generator."""
+    return GANSampler(modules["G_ema"])

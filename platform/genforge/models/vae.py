@@ -119,3 +119,12 @@ class VAESampler(nn.Module):
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         return self.vae.decode(z, y)
+
+
+def build(cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
+    return {"vae": VAE(image_shape, cfg.latent_dim, cfg.width, cfg.likelihood, cfg.beta)}
+
+
+def sampler(modules: dict[str, nn.Module]) -> nn.Module:
+    """Samples are the decoder's means."""
+    return VAESampler(modules["vae"])
