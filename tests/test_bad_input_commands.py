@@ -65,7 +65,8 @@ CASES = [
     (["generate", "models:/corpus-vae@nobody", "--out", "x.png"], "models:/corpus-vae@nobody"),
     (["generate", "models:/corpus-vae@champion", "--label", "3", "--out", "x.png"], "not a conditional model"),
     (["generate", "models:/corpus-vae@champion", "-n", "0", "--out", "x.png"], "-n"),
-    (["generate", "file:///etc/passwd", "--out", "x.png"], "expected runs:/"),
+    (["generate", "file:///etc/passwd", "--out", "x.png"], "--run file:///etc/passwd: no such run"),
+    (["evaluate", "--model", "file:///etc/passwd"], "expected runs:/"),
     (["extractor", "train", "--dataset", "imagenet"], "imagenet"),
 ]
 

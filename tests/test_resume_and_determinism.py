@@ -108,18 +108,3 @@ def test_changing_a_fixed_key_under_the_same_name_is_refused(train_spec, client)
         train_spec(tiny_spec("fixed-keys"), ("model.latent_dim=9",))
     assert len(client.search_runs([client.get_experiment_by_name("fixed-keys").experiment_id])) == runs_before
     assert client.get_run(first.run_id).info.status == "FINISHED"
-
-
-def test_checkpoint_of_a_missing_run_is_ignored_with_a_warning(train_spec, tmp_path, ray_session):
-    from genforge.config import spec_from_dict
-    from genforge.training.driver import train
-
-    spec = tiny_spec("orphan", epochs=1)
-    spec["tracking"] = {"uri": f"sqlite:///{tmp_path / 'a.db'}"}
-    spec["train"]["storage_path"] = str(tmp_path / "runs")
-    first = train(spec_from_dict(spec), echo=lambda m: None)
-    spec["tracking"] = {"uri": f"sqlite:///{tmp_path / 'b.db'}"}  # a different store: the run is not there
-    with pytest.warns(UserWarning, match="not in sqlite"):
-        second = train(spec_from_dict(spec), echo=lambda m: None)
-    assert second.run_id != first.run_id and not second.resumed
-    assert any(p.name.startswith("orphan.orphaned-") for p in (tmp_path / "runs").iterdir())
