@@ -11,7 +11,7 @@ likelihood the model was trained with: Bernoulli over [0, 1] intensities or Gaus
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 import numpy as np
@@ -29,24 +29,25 @@ Sampler = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]  # (n, seed,
 
 
 @dataclass
-class Report:
+class Numbers:
+    """Every number of one evaluation, with the protocol and extractor that produced them."""
+
     metrics: dict[str, float]
     protocol: dict[str, Any]
     extractor: dict[str, Any]
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     draws: list[dict[str, float]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
-    figures: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict, repr=False)  # name -> (images, nrow)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metrics": self.metrics,
-            "protocol": self.protocol,
-            "extractor": self.extractor,
-            "per_class": self.per_class,
-            "draws": self.draws,
-            "timings_s": self.timings_s,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(Numbers)}
+
+
+@dataclass
+class Report(Numbers):
+    """The numbers plus the figures drawn for the report artifact."""
+
+    figures: dict[str, tuple[torch.Tensor, int]] = field(default_factory=dict, repr=False)  # name -> (images, nrow)
 
 
 def _std(values: list[float]) -> float:

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from genforge.errors import SpecError
+from genforge.evaluator.metrics import Numbers
 
 
-@dataclass
-class EvaluationResult:
-    """What `genforge evaluate` reports (and prints with --json): every number with its protocol."""
+@dataclass(kw_only=True)
+class EvaluationResult(Numbers):
+    """What `genforge evaluate` reports (and prints with --json): every number with its protocol, and where."""
 
     run_id: str
     tracking_uri: str
     report: str  # the report artifact's path in the run
-    metrics: dict[str, float]
-    protocol: dict[str, Any]
-    extractor: dict[str, Any]
-    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
-    draws: list[dict[str, float]] = field(default_factory=list)
-    timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=float))
