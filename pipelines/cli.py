@@ -1,7 +1,7 @@
 """The `genforge` command line: a thin click layer over genforge's Python API (and `pipelines.run`).
 
 Exit codes: 0 success; 2 bad input (one line on stderr naming the problem, nothing created in
-MLflow); 1 a failure during the run; 130 stopped by Ctrl-C (a checkpoint was written). Heavy
+MLflow); 1 a failure during the run; 130 stopped by Ctrl-C, 143 by SIGTERM (a checkpoint was written). Heavy
 libraries (torch, Ray, MLflow) are imported inside commands so `--help` and input errors are fast.
 """
 
@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from genforge.errors import RunError, SpecError
+from genforge.errors import RunError, SpecError, Terminated
 from pipelines.commands import catalogue, evaluation, registry, training
 
 
@@ -63,16 +63,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         cli.main(args=argv, prog_name="genforge", standalone_mode=False)
-    except click.exceptions.Abort:
-        sys.exit(130)  # Ctrl-C: the command already said what it saved and how to continue
+    except click.exceptions.Abort as exc:
+        # Ctrl-C (130) or SIGTERM (143): the command already said what it saved and how to continue.
+        sys.exit(143 if isinstance(exc.__cause__ or exc.__context__, Terminated) else 130)
     except click.UsageError as exc:  # includes bad options and missing arguments: one line, exit 2
         _error(exc.format_message(), 2)
     except SpecError as exc:
         _error(str(exc), 2)
     except RunError as exc:
         _error(str(exc), 1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        sys.exit(143 if isinstance(exc, Terminated) else 130)
     except Exception as exc:  # an unexpected failure: one line, the traceback on request
         if os.environ.get("GENFORGE_DEBUG"):
             raise

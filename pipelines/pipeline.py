@@ -29,13 +29,17 @@ class PipelineResult:
     promotion: dict[str, Any] | None = None
     champion_uri: str | None = None
     skipped: list[str] = field(default_factory=list)
+    stopped: str | None = None  # training ended early by request (train.time_limit_s): later stages did not run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def _train(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
-    result.run_id = genforge.train(spec, echo=echo).run_id
+    trained = genforge.train(spec, echo=echo)
+    result.run_id = trained.run_id
+    if trained.status != "FINISHED":
+        result.stopped = f"training {trained.status} at epoch {trained.epochs} of {spec.train.epochs}"
 
 
 def _tune(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
@@ -95,9 +99,14 @@ def run(spec: Spec, force: bool = False, echo: Callable[[str], None] = print) ->
     result = PipelineResult(
         spec.name, check_tracking_server(resolve_tracking_uri(spec.tracking.uri)), list(spec.stages)
     )
-    for stage in spec.stages:
+    for i, stage in enumerate(spec.stages):
         echo(f"\n[genforge] === stage: {stage} ===")
         STAGE_FUNCTIONS[stage](spec, result, force, echo)
+        if result.stopped:  # an unfinished model is never evaluated, registered or promoted
+            result.skipped += spec.stages[i + 1 :]
+            echo(f"[genforge] {result.stopped}: skipping {', '.join(spec.stages[i + 1:]) or 'nothing'}; "
+                 "re-run the same command to continue")
+            break
     if result.run_id:
         run_data = MlflowClient(result.tracking_uri).get_run(result.run_id).data
         result.metrics = {k: v for k, v in sorted(run_data.metrics.items()) if not k.startswith("train/")}

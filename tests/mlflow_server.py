@@ -77,7 +77,7 @@ class FaultProxy:
     def __init__(self, upstream: str, max_delay_s: float = 0.0,
                  fail: Callable[[str, str], int | None] = lambda method, path: None, seed: int = 0,
                  max_write_delay_s: float | None = None) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
+        self.upstream = upstream  # may be re-pointed, e.g. at a restarted server
         rng, lock = random.Random(seed), threading.Lock()
         proxy = self
 
@@ -96,6 +96,7 @@ class FaultProxy:
                     self.end_headers()
                     return
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                host, port = proxy.upstream.removeprefix("http://").split(":")
                 conn = http.client.HTTPConnection(host, int(port), timeout=120)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn.request(self.command, self.path, body=body or None, headers=headers)

@@ -46,10 +46,9 @@ def test_same_seed_same_losses(reference, train_spec, client):
     assert len(first) == STEPS // 5 and first == second  # bit-identical, every logged step
 
 
-def test_ctrl_c_checkpoints_and_rerun_continues_exactly(
-    reference, train_spec, client, tracking_uri, tmp_path, ray_session
-):
-    spec = _spec("interrupted")
+def _start_training(name: str, tracking_uri: str, tmp_path, ray_session, stop_when: str):
+    """`genforge train` in a subprocess on the session's Ray; returns it once `stop_when` is printed."""
+    spec = _spec(name)
     spec["tracking"] = {"uri": tracking_uri}
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -62,29 +61,73 @@ def test_ctrl_c_checkpoints_and_rerun_continues_exactly(
     deadline = time.time() + 240
     for line in proc.stdout:
         lines.append(line)
-        if "[genforge] epoch 1/3 step" in line:  # the first progress line: training is under way
-            proc.send_signal(signal.SIGINT)
-            break
+        if stop_when in line:
+            return proc, lines
         assert time.time() < deadline, "".join(lines)
-    rest, _ = proc.communicate(timeout=240)
-    output = "".join(lines) + rest
-    assert proc.returncode == 130, output
-    assert "Re-run the same command to continue" in output
-    # A quiet console: progress comes through genforge's relay, not as forwarded worker output.
-    assert "RayTrainWorker pid=" not in output and "Reporting training result" not in output, output
+    raise AssertionError("".join(lines))
 
-    run = client.search_runs([client.get_experiment_by_name("interrupted").experiment_id])[0]
-    assert run.info.status == "KILLED"
-    stopped_at = max(step for step, _ in _history(client, run.info.run_id))
-    assert 5 <= stopped_at < STEPS
 
-    resumed = train_spec(_spec("interrupted"))  # the same command again, same name
-    assert resumed.run_id == run.info.run_id and resumed.resumed and resumed.status == "FINISHED"
+def _assert_continued_exactly(client, resumed, reference) -> None:
     for key in ("train/loss", "train/kl", "val_neg_elbo", "epoch"):
         steps = [s for s, _ in _history(client, resumed.run_id, key)]
         assert len(steps) == len(set(steps)), f"{key} logged a step twice: {steps}"
     # Exact continuation: the interrupted-then-resumed run equals the uninterrupted one.
     assert _history(client, resumed.run_id) == _history(client, reference.run_id)
+
+
+@pytest.mark.parametrize("signum,exit_code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
+def test_a_stop_signal_checkpoints_and_rerun_continues_exactly(
+    signum, exit_code, reference, train_spec, client, tracking_uri, tmp_path, ray_session
+):
+    name = f"stopped-{signal.Signals(signum).name.lower()}"
+    # The first progress line: training is under way.
+    proc, lines = _start_training(name, tracking_uri, tmp_path, ray_session, "[genforge] epoch 1/3 step")
+    stopped = time.monotonic()
+    proc.send_signal(signum)
+    rest, _ = proc.communicate(timeout=240)
+    output = "".join(lines) + rest
+    assert proc.returncode == exit_code, output
+    assert time.monotonic() - stopped < 25  # within train.preempt_grace_s's default
+    assert "Re-run the same command to continue" in output
+    # A quiet console: progress comes through genforge's relay, not as forwarded worker output.
+    assert "RayTrainWorker pid=" not in output and "Reporting training result" not in output, output
+
+    run = client.search_runs([client.get_experiment_by_name(name).experiment_id])[0]
+    assert run.info.status == "KILLED"
+    stopped_at = max(step for step, _ in _history(client, run.info.run_id))
+    assert 5 <= stopped_at < STEPS
+
+    resumed = train_spec(_spec(name))  # the same command again, same name
+    assert resumed.run_id == run.info.run_id and resumed.resumed and resumed.status == "FINISHED"
+    _assert_continued_exactly(client, resumed, reference)
+
+
+def test_a_killed_driver_resumes_from_the_latest_checkpoint(
+    reference, train_spec, client, tracking_uri, tmp_path, ray_session
+):
+    name = "driver-killed"
+    # Epoch 2 under way: epoch 1's checkpoint exists.
+    proc, _ = _start_training(name, tracking_uri, tmp_path, ray_session, "[genforge] epoch 2/3 step")
+    proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
+    proc.communicate(timeout=60)
+    run = client.search_runs([client.get_experiment_by_name(name).experiment_id])[0]
+    assert run.info.status == "RUNNING"
+
+    resumed = train_spec(_spec(name))
+    assert resumed.run_id == run.info.run_id and resumed.resumed and resumed.status == "FINISHED"
+    _assert_continued_exactly(client, resumed, reference)
+
+
+def test_the_time_limit_stops_cleanly_and_rerun_continues(reference, train_spec, client):
+    name = "time-limited"
+    limited = train_spec(_spec(name), ("train.time_limit_s=2",))
+    assert limited.status == "KILLED" and limited.checkpoint is not None
+    run = client.get_run(limited.run_id)
+    assert run.info.status == "KILLED" and run.data.tags["genforge.stop_reason"] == "time_limit"
+    assert "genforge.model_uri" not in run.data.tags  # an unfinished model is never logged
+    resumed = train_spec(_spec(name))
+    assert resumed.run_id == limited.run_id and resumed.status == "FINISHED"
+    _assert_continued_exactly(client, resumed, reference)
 
 
 def test_raising_epochs_extends_a_finished_run(train_spec, client):

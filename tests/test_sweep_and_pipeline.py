@@ -120,17 +120,23 @@ def test_bad_search_space_is_a_one_line_error(tracking_uri):
         spec_from_dict({**spec, "tune": {"space": {"train.epochs": {"choice": [1, 2]}}}})
 
 
-def test_a_diverging_trial_is_marked_failed_and_the_sweep_goes_on(ray_session, tracking_uri, client):
+def test_a_crashing_and_a_diverging_trial_fail_and_the_sweep_picks_the_best(
+    ray_session, tracking_uri, client, monkeypatch
+):
     from genforge.config import spec_from_dict
     from genforge.tuning.sweep import tune_sweep
 
-    spec = tiny_spec("diverge", "vae", max_nonfinite_steps=0)
+    spec = tiny_spec("crash-diverge", "vae", max_nonfinite_steps=0)
     spec["tracking"] = {"uri": tracking_uri}
-    # Random search, seed 3: the first draw takes the absurd learning rate, the second the sane one.
-    spec["tune"] = {"num_samples": 2, "max_epochs": 1, "search": "random", "scheduler": "none", "seed": 3,
-                    "space": {"train.lr": {"choice": [2e-3, 1e6]}}}
+    # A grid: every value once. 1e6 diverges; the trial at 4e-3 crashes at its first step (an injected fault).
+    spec["tune"] = {"num_samples": 1, "max_epochs": 1, "search": "random", "scheduler": "none",
+                    "space": {"train.lr": {"grid": [2e-3, 4e-3, 1e6]}}}
+    monkeypatch.setenv("GENFORGE_FAULTS", "raise@lr=0.004")
     result = tune_sweep(spec_from_dict(spec), echo=lambda m: None)
     by_lr = {row["config"]["train.lr"]: row for row in result.leaderboard}
     assert by_lr[1e6]["status"] == "FAILED" and "non-finite" in by_lr[1e6]["reason"]
-    assert client.get_run(by_lr[1e6]["run_id"]).info.status == "FAILED"
+    assert by_lr[4e-3]["status"] == "FAILED" and "injected fault" in by_lr[4e-3]["reason"], by_lr[4e-3]
+    for lr in (1e6, 4e-3):
+        assert client.get_run(by_lr[lr]["run_id"]).info.status == "FAILED"
     assert by_lr[2e-3]["status"] == "FINISHED" and result.best_run_id == by_lr[2e-3]["run_id"]
+    assert client.get_run(result.best_run_id).data.tags.get("genforge.model_uri")  # the winner's model is logged

@@ -47,10 +47,12 @@ def test_logger_never_logs_a_step_twice(tmp_path):
     for step in range(1, 6):
         first.log_metrics({"loss": float(step)}, step)
     first.log_metrics({"val": 1.0}, 4)
+    assert first.close()
     # A restart from a checkpoint at step 2 replays steps 3..7.
     second = RunLogger(uri, run_id)
     written = [second.log_metrics({"loss": 10.0 + step, "val": 2.0}, step) for step in range(3, 8)]
     assert written == [0, 0, 1, 2, 2]  # loss new from 6; val new from 5
+    assert second.close()
     steps = [m.step for m in client.get_metric_history(run_id, "loss")]
     assert steps == [1, 2, 3, 4, 5, 6, 7]
     assert [m.step for m in client.get_metric_history(run_id, "val")] == [4, 5, 6, 7]

@@ -21,7 +21,12 @@ from genforge.names import check_alias, check_name
 
 # Keys that may change between a run and its resumption; they are tagged, not logged as params,
 # because MLflow refuses to log a param again with a different value.
-RESUMABLE_KEYS = ("train.epochs", "train.max_failures", "train.workers", "train.use_gpu")
+# Keys that may change when a run is continued: how long and where it trains and how it survives faults,
+# never what it learns.
+RESUMABLE_KEYS = (
+    "train.epochs", "train.max_failures", "train.workers", "train.use_gpu", "train.time_limit_s",
+    "train.preempt_grace_s", "train.keep_checkpoints", "train.on_nonfinite", "train.max_rollbacks",
+)
 
 
 class _Section(BaseModel):
@@ -84,12 +89,26 @@ class TrainConfig(_Section):
     seed: int = Field(0, description="Seed of weights, noise and shuffling.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts (Ray FailureConfig); -1 = forever.")
     checkpoint_every: int = Field(1, ge=1, description="Epochs between checkpoints (the last epoch always).")
-    keep_checkpoints: int = Field(3, ge=1, description="Checkpoints kept on storage.")
+    keep_checkpoints: int = Field(
+        3, ge=1, description="Checkpoints kept on storage: the latest always, the rest the best by validation score."
+    )
     storage_path: str | None = Field(
         None, description="Checkpoints and Ray results (default: beside the tracking store)."
     )
     log_every_steps: int = Field(10, ge=1, description="Steps between per-step metric rows and progress lines.")
+    on_nonfinite: Literal["skip", "rollback", "stop"] = Field(
+        "skip",
+        description="A non-finite loss or gradient: skip the step (up to max_nonfinite_steps), roll back to the last "
+        "checkpoint with the learning rates halved (up to max_rollbacks), or stop the run (FAILED).",
+    )
     max_nonfinite_steps: int = Field(20, ge=0, description="Skipped non-finite steps tolerated before the run fails.")
+    max_rollbacks: int = Field(3, ge=0, description="Rollbacks tolerated (on_nonfinite: rollback) before it fails.")
+    time_limit_s: float | None = Field(
+        None, gt=0, description="Wall-clock budget: stop with a checkpoint after this long; re-run to continue."
+    )
+    preempt_grace_s: float = Field(
+        25.0, gt=0, description="After SIGTERM (preemption, node drain): seconds allowed to write the checkpoint."
+    )
     max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap on steps per epoch (smoke tests).")
 
     @model_validator(mode="after")
@@ -144,17 +163,18 @@ class SpaceEntry(_Section):
     loguniform: tuple[float, float] | None = None
     uniform: tuple[float, float] | None = None
     choice: list[Any] | None = None
+    grid: list[Any] | None = None  # every value, tune.num_samples times each (random search only)
 
     @model_validator(mode="after")
     def _one(self) -> "SpaceEntry":
-        given = [k for k in ("loguniform", "uniform", "choice") if getattr(self, k) is not None]
+        given = [k for k in ("loguniform", "uniform", "choice", "grid") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of loguniform: [lo, hi], uniform: [lo, hi], choice: [...]")
+            raise ValueError("give exactly one of loguniform: [lo, hi], uniform: [lo, hi], choice: [...], grid: [...]")
         lo_hi = self.loguniform or self.uniform
         if lo_hi and not (lo_hi[0] < lo_hi[1] and (self.uniform or lo_hi[0] > 0)):
             raise ValueError(f"bounds {list(lo_hi)} must satisfy 0 < lo < hi (loguniform) or lo < hi (uniform)")
-        if self.choice is not None and not self.choice:
-            raise ValueError("choice needs at least one value")
+        if (self.choice is not None and not self.choice) or (self.grid is not None and not self.grid):
+            raise ValueError("choice and grid need at least one value")
         return self
 
 
@@ -171,6 +191,13 @@ class TuneConfig(_Section):
     metric: str | None = Field(None, description="Objective; default val_neg_elbo (VAEs) or inloop_fid (GANs).")
     mode: Literal["min", "max"] = Field("min", description="Minimise or maximise the objective.")
     seed: int = Field(0, description="Seed of the search algorithm.")
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> "TuneConfig":
+        grids = [k for k, e in (self.space or {}).items() if e.grid is not None]
+        if grids and self.search != "random":
+            raise ValueError(f"space: {grids[0]!r} is a grid, which needs search: random (Optuna samples, never grids)")
+        return self
 
     @model_validator(mode="after")
     def _check_keys(self) -> "TuneConfig":

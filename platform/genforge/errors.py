@@ -7,3 +7,7 @@ class SpecError(ValueError):
 
 class RunError(RuntimeError):
     """A failure while running (workers crashed, tracking store unreachable). Exit code 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """Stopped by SIGTERM (a preempted node, a drain, `kill`) after checkpointing: exit code 143 (128 + 15)."""

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 TRIAL_DRIVER = "trial_driver"  # custom resource that Tune trial drivers hold instead of CPUs (see tuning)
 VERBOSE_ENV = "GENFORGE_VERBOSE"
 # Variables a Ray worker needs from the driver's environment (the runtime_env passes them to cluster nodes).
-_FORWARDED_ENV = ("GENFORGE_CACHE", VERBOSE_ENV)
+_FORWARDED_ENV = ("GENFORGE_CACHE", VERBOSE_ENV, "GENFORGE_FAULTS")
 
 # Announces token authentication (Ray's safe default) at every local start, as a warning.
 _AUTH_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"

@@ -41,7 +41,15 @@ class InLoopFID:
         self.latent_dim, self.num_classes = spec.model.latent_dim, num_classes
         self.conditional, self.device = conditional, device
 
-    def __call__(self, sampler: torch.nn.Module) -> float:
+    def __call__(self, sampler: torch.nn.Module) -> dict[str, float]:
+        """`inloop_fid`, and `class_coverage` (the mode-collapse signal of training/health.py) from the same
+        samples through the domain classifier."""
+        from genforge.training.health import class_coverage
+
         labels = class_cycle(self.n, self.num_classes) if self.conditional else None
         images = draw(sampler, self.latent_dim, self.n, seed=self.seed, labels=labels, device=self.device)
-        return frechet_distance(self.stats, self.extractor.features(images))
+        features, probs = self.extractor.features_and_probs(images)
+        return {
+            "inloop_fid": frechet_distance(self.stats, features),
+            "class_coverage": class_coverage(torch.as_tensor(probs)),
+        }

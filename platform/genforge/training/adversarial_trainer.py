@@ -17,7 +17,15 @@ from torch import nn
 from genforge.data import ImageSplits, Split
 from genforge.models.diffaugment import diff_augment
 from genforge.models.gan import GANSampler, d_loss, g_loss, r1_penalty
-from genforge.training.steps import StepResult, apply_step, autocast, ema_decay_at, ema_update, sample_figure
+from genforge.training.steps import (
+    BufferGuard,
+    StepResult,
+    apply_step,
+    autocast,
+    ema_decay_at,
+    ema_update,
+    sample_figure,
+)
 
 
 class AdversarialTrainer:
@@ -54,6 +62,7 @@ class AdversarialTrainer:
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         n, policy = x.shape[0], self.m.diffaugment
         y_real = y if self.num_classes else None
+        guard = BufferGuard(self.G, self.D)
 
         # D step
         real = (x * 2.0 - 1.0).requires_grad_(self.m.r1_gamma > 0)
@@ -77,6 +86,8 @@ class AdversarialTrainer:
                 fake_logits_g = self.D_ddp(diff_augment(fake, policy), y_fake).float()
             adv_g = g_loss(fake_logits_g, self.m.gan_loss)
             ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters())
+        if not (ok_d and ok_g):
+            guard.restore()
         self.ema_step += 1
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_step, self.m.ema_decay, self.m.ema_rampup))
 
@@ -88,6 +99,7 @@ class AdversarialTrainer:
                 "r1": r1.detach(),
                 "d_real": torch.sigmoid(real_logits.detach()).mean(),
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
+                "d_real_acc": (real_logits.detach() > 0).float().mean(),  # near 1 with d_fake_acc: D overpowers
                 "d_fake_acc": (fake_logits.detach() < 0).float().mean(),
                 "grad_norm_d": gn_d,
                 "grad_norm_g": gn_g,

@@ -29,6 +29,20 @@ class CheckpointError(RuntimeError):
     pass
 
 
+# The score of a checkpoint written before any validation: it ranks last (Ray's snapshot would store inf as null).
+UNSCORED = 1e30
+
+
+def score_metric(spec) -> str | None:
+    """The validation number that ranks checkpoints for `train.keep_checkpoints` (lower is better): the family's
+    default Tune objective when every epoch reports it (a GAN's in-loop FID only with `evaluate.every_epochs`);
+    None keeps the latest checkpoints only."""
+    from genforge.families import get_family_info
+
+    name = get_family_info(spec.model.family).training.tune_metric
+    return None if name == "inloop_fid" and not spec.evaluate.every_epochs else name
+
+
 def sha256_file(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -91,3 +105,27 @@ def latest(run_dir: str | Path) -> Found | None:
         except CheckpointError as exc:
             warnings.warn(f"skipping checkpoint: {exc}", stacklevel=2)
     return None
+
+
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's reported checkpoints
+
+
+def remove_partial(run_dir: str | Path) -> list[Path]:
+    """Delete checkpoint directories a crash left incomplete (no meta, or a state that fails its sha256).
+
+    Directories Ray's snapshot still lists are kept: Ray refuses to start when one it knows is missing, and
+    restoring from it falls back to the newest complete one (worker.py). Returns what was removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    snapshot = run_dir / RAY_SNAPSHOT
+    known = snapshot.read_text() if snapshot.is_file() else ""
+    removed = []
+    for path in sorted(run_dir.glob(PREFIX + "*")) if run_dir.is_dir() else []:
+        try:
+            verify(path)
+        except CheckpointError:
+            if path.name not in known:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed

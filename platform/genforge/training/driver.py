@@ -21,9 +21,10 @@ from typing import Any, Callable
 
 import torch
 
+from genforge import faults
 from genforge.config import RESUMABLE_KEYS, Spec, flatten
 from genforge.data import ImageSplits, load_dataset
-from genforge.errors import RunError, SpecError
+from genforge.errors import RunError, SpecError, Terminated
 from genforge.files import write_json_atomically
 from genforge.models import build_models, get_family
 from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, stop_flag, verbose
@@ -199,23 +200,39 @@ def _fit(
             "inloop": p.inloop,
             "progress": progress,
             "verbose": verbose(),
+            "faults": faults.configured(),  # tests only: see genforge/faults.py
         },
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
         run_config=RunConfig(
             name=p.spec.name,
             storage_path=str(p.storage_path),
             failure_config=FailureConfig(max_failures=t.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            # Ray always keeps the latest checkpoint; the others kept are the best by validation score.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute="checkpoint_score" if checkpoint.score_metric(p.spec) else None,
+                checkpoint_score_order="min",
+            ),
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=list(callbacks or []),
         ),
     )
-    return _fit_owning_ctrl_c(trainer, flag, echo)
+    return _fit_owning_signals(trainer, flag, echo, t)
 
 
-def _fit_owning_ctrl_c(trainer: Any, flag: Any, echo: Callable[[str], None]) -> tuple[Any, bool]:
-    """trainer.fit() in a thread so the main thread owns Ctrl-C: the first one asks the workers (through
-    the stop flag) to checkpoint and stop at the next tick; a second one aborts at once."""
+@dataclass
+class _Stop:
+    """Why the driver asked the workers to checkpoint and stop, and when."""
+
+    reason: str | None = None  # "interrupted" (Ctrl-C), "terminated" (SIGTERM) or "time_limit"
+    since: float = 0.0
+
+
+def _fit_owning_signals(trainer: Any, flag: Any, echo: Callable[[str], None], t) -> tuple[Any, str | None]:
+    """trainer.fit() in a thread so the main thread owns the signals and the clock. Ctrl-C, SIGTERM and
+    `train.time_limit_s` ask the workers (through the stop flag) to checkpoint and stop at their next tick; a
+    second Ctrl-C aborts at once, and so does a SIGTERM whose checkpoint takes longer than `train.preempt_grace_s`
+    (the node is going away: the previous checkpoint is what survives). Returns (Ray's result, the stop reason)."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -224,28 +241,45 @@ def _fit_owning_ctrl_c(trainer: Any, flag: Any, echo: Callable[[str], None]) -> 
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             box["error"] = exc
 
-    interrupted = threading.Event()
+    stop = _Stop()
+
+    def request(reason: str, message: str) -> None:
+        if stop.reason is None:
+            stop.reason, stop.since = reason, time.monotonic()
+            echo(message)
+            flag.request.remote()
 
     def on_sigint(signum, frame) -> None:
-        if interrupted.is_set():
+        if stop.reason is not None:
             raise KeyboardInterrupt
-        interrupted.set()
-        echo("\n[genforge] Ctrl-C: checkpointing at the next step and stopping (Ctrl-C again to abort now)")
-        flag.request.remote()
+        request("interrupted", "\n[genforge] Ctrl-C: checkpointing at the next step and stopping (Ctrl-C again to "
+                "abort now)")
+
+    def on_sigterm(signum, frame) -> None:
+        request("terminated", f"[genforge] SIGTERM: checkpointing at the next step and stopping (within "
+                f"train.preempt_grace_s={t.preempt_grace_s:g} s)")
 
     thread = threading.Thread(target=target, name="genforge-fit", daemon=True)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if in_main else None
+    previous = {s: signal.signal(s, h) for s, h in ((signal.SIGINT, on_sigint), (signal.SIGTERM, on_sigterm))} \
+        if in_main else {}
+    started = time.monotonic()
     try:
         thread.start()
         while thread.is_alive():
             thread.join(0.2)
+            if t.time_limit_s and time.monotonic() - started > t.time_limit_s:
+                request("time_limit", f"[genforge] train.time_limit_s={t.time_limit_s:g} s reached: checkpointing "
+                        "and stopping")
+            if stop.reason == "terminated" and time.monotonic() - stop.since > t.preempt_grace_s:
+                echo(f"[genforge] no checkpoint within train.preempt_grace_s={t.preempt_grace_s:g} s: stopping now")
+                raise Terminated
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if "error" in box:
         raise RunError(f"training failed: {_root_cause(box['error'])}") from box["error"]
-    return box.get("result"), interrupted.is_set()
+    return box.get("result"), stop.reason
 
 
 def _root_cause(exc: BaseException) -> str:
@@ -350,6 +384,25 @@ def _open_run(
     return run_id, None
 
 
+_STOP_NOTES = {"interrupted": "interrupted (Ctrl-C)", "terminated": "terminated (SIGTERM)",
+               "time_limit": "train.time_limit_s reached"}
+
+
+def _stopped(client, p: Plan, run_id: str, reason: str, found, resumed: bool, echo) -> TrainResult:
+    """A stop the driver asked for: the run ends KILLED with its reason; the time limit returns, signals raise."""
+    from genforge.tracking.runs import end_run
+
+    end_run(client, run_id, "KILLED", _STOP_NOTES[reason])
+    client.set_tag(run_id, "genforge.stop_reason", reason)
+    where = found.path if found else "no checkpoint yet"
+    echo(f"[genforge] stopped ({_STOP_NOTES[reason]}); checkpoint: {where}. Re-run the same command to continue.")
+    if reason == "terminated":
+        raise Terminated
+    if reason == "interrupted":
+        raise KeyboardInterrupt
+    return _result(client, p, run_id, "KILLED", found, resumed)
+
+
 def train(
     spec: Spec,
     echo: Callable[[str], None] = print,
@@ -379,18 +432,17 @@ def train(
         return done
 
     try:
-        interrupted = False
+        stopped = None
         if not _completes(found, spec.train.epochs):
+            for removed in checkpoint.remove_partial(p.run_dir):
+                echo(f"[genforge] removed {removed}: an incomplete checkpoint left by a crash")
             echo(f"[genforge] training {spec.model.family} on {spec.data.dataset} with {spec.train.workers} worker(s), "
                  f"{'GPU' if spec.train.use_gpu else 'CPU'}; checkpoints in {p.run_dir}")
-            _, interrupted = _fit(p, run_id, echo, callbacks, progress)
+            _, stopped = _fit(p, run_id, echo, callbacks, progress)
         found = checkpoint.latest(p.run_dir)
         complete = _completes(found, spec.train.epochs)
-        if interrupted and not complete:
-            end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")
-            where = found.path if found else "no checkpoint yet"
-            echo(f"[genforge] stopped; checkpoint: {where}. Re-run the same command to continue.")
-            raise KeyboardInterrupt
+        if stopped and not complete:
+            return _stopped(client, p, run_id, stopped, found, resumed, echo)
         if not complete:
             raise RunError(f"training ended without a final checkpoint in {p.run_dir}")
         if not finalize:
@@ -398,9 +450,10 @@ def train(
             return _result(client, p, run_id, "FINISHED", found, resumed)
         echo("[genforge] logging the model to MLflow")
         model_uri = finalize_run(p, client, run_id, found)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if client.get_run(run_id).info.status == "RUNNING":
-            end_run(client, run_id, "KILLED", "interrupted (Ctrl-C)")
+            end_run(client, run_id, "KILLED", _STOP_NOTES["terminated" if isinstance(exc, Terminated) else
+                                                          "interrupted"])
         raise
     except SpecError:
         end_run(client, run_id, "FAILED", "bad input")

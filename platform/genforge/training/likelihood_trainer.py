@@ -10,7 +10,8 @@ from torch import nn
 from genforge.data import ImageSplits, Split
 from genforge.images import reconstruction_pairs
 from genforge.models.vae import VAESampler
-from genforge.training.steps import StepResult, apply_step, autocast, sample_figure
+from genforge.training import health
+from genforge.training.steps import BufferGuard, StepResult, apply_step, autocast, sample_figure
 
 RECONSTRUCTIONS = 32  # validation images in the per-epoch reconstruction grid
 
@@ -39,9 +40,12 @@ class LikelihoodTrainer:
         return {"vae": self.vae}
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
+        guard = BufferGuard(self.vae)
         with autocast(self.device):
             out = self.model(x, y if self.conditional else None)
         ok, grad_norm = apply_step(out.loss, self.opt, self.vae.parameters())
+        if not ok:
+            guard.restore()
         return StepResult(
             ok=ok,
             metrics={
@@ -55,17 +59,26 @@ class LikelihoodTrainer:
 
     @torch.no_grad()
     def evaluate(self, split: Split, prefix: str, batch_size: int = 500) -> dict[str, float]:
-        """Mean per-image negative ELBO and its parts on a split (one posterior sample per image)."""
+        """Mean per-image negative ELBO and its parts on a split (one posterior sample per image), and the
+        posterior-collapse signals: active units and the largest per-dimension KL (training/health.py)."""
         self.vae.eval()
         totals = {"neg_elbo": 0.0, "recon_loss": 0.0, "kl": 0.0}
+        mus, logvars = [], []
         for start in range(0, len(split), batch_size):
             x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
             x, y = x.to(self.device), y.to(self.device)
             out = self.vae(x, y if self.conditional else None)
             for key in totals:
                 totals[key] += float(getattr(out, key)) * x.shape[0]
+            mus.append(out.mu.float().cpu())
+            logvars.append(out.logvar.float().cpu())
         self.vae.train()
-        return {f"{prefix}_{k}": v / max(len(split), 1) for k, v in totals.items()}
+        metrics = {f"{prefix}_{k}": v / max(len(split), 1) for k, v in totals.items()}
+        if mus:
+            mu, logvar = torch.cat(mus), torch.cat(logvars)
+            metrics[f"{prefix}_active_units"] = float(health.active_units(mu))
+            metrics[f"{prefix}_kl_max_dim"] = float(health.kl_per_dimension(mu, logvar).max())
+        return metrics
 
     def sampler(self) -> nn.Module:
         """The decoder mapped to [0, 1]; puts the VAE in eval mode (`back_to_training` undoes it)."""

@@ -44,6 +44,20 @@ def apply_step(
     return ok, grad_norm.detach()
 
 
+class BufferGuard:
+    """Floating buffers (BatchNorm running statistics) as they were before a step. A forward pass over a
+    non-finite batch poisons them even when the optimizer step is then skipped, so a skipped step restores them:
+    otherwise the next checkpoint would hold NaN statistics (and be refused)."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        self.saved = [(b, b.detach().clone()) for m in modules for b in m.buffers() if b.is_floating_point()]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for buffer, saved in self.saved:
+            buffer.copy_(saved)
+
+
 def ema_decay_at(step: int, decay: float, rampup: float) -> float:
     """The EMA decay for optimizer step `step` (1-based), with the ramp-up of Karras et al.
 

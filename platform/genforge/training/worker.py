@@ -17,6 +17,7 @@ plain report.
 
 from __future__ import annotations
 
+import copy
 import tempfile
 import time
 import warnings
@@ -27,12 +28,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from genforge import faults
 from genforge.config import Spec
 from genforge.data import ImageSplits, load_dataset
 from genforge.images import save_grid
 from genforge.models import build_models, get_family
 from genforge.ray_runtime import Progress, quiet_worker_logs
 from genforge.training import checkpoint
+from genforge.training.health import HealthMonitor, sample_diversity
 from genforge.training.trainer import Trainer, trainer_class
 
 
@@ -42,6 +45,8 @@ class Position:
     batch: int = 0  # batches done in the current epoch (non-zero only after a mid-epoch stop)
     step: int = 0  # optimizer steps done overall
     nonfinite: int = 0  # steps skipped for non-finite gradients
+    rollbacks: int = 0  # returns to the last checkpoint after a non-finite step (train.on_nonfinite: rollback)
+    lr_scale: float = 1.0  # learning rates relative to the spec's, halved by each rollback
 
 
 def _rank_seed(seed: int, rank: int) -> int:
@@ -134,7 +139,11 @@ class _Rank:
     pos: Position = field(default_factory=Position)
     logger: Any = None  # rank 0: the MLflow RunLogger
     inloop: Any = None  # rank 0, with evaluate.every_epochs: the in-loop FID
+    health: Any = None  # rank 0: the training-health monitor (training/health.py)
     tick: _Tick | None = None
+    faults: Any = None  # genforge.faults.Injector: the test-only faults aimed at this rank
+    last_good: dict[str, Any] | None = None  # on_nonfinite: rollback: the last checkpointed state, on the CPU
+    score: float = checkpoint.UNSCORED  # the latest validation score (lower is better): ranks checkpoints to keep
     stop: bool = False
     train_metrics: dict[str, float] = field(default_factory=dict)
     last_print: float = 0.0
@@ -152,16 +161,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     r = _set_up(config)
     _restore(r, ray.train.get_checkpoint())
     _attach_io(r)
+    _remember_good_state(r)
     t = r.spec.train
-    while r.pos.epoch < t.epochs and not r.stop:
-        if not _run_epoch(r):  # stopped mid-epoch: save exactly where we are
-            _write_checkpoint(r, {"epoch": r.pos.epoch, "step": r.pos.step, "stopped": 1.0, **r.train_metrics})
-            break
-        report = _end_epoch(r)
-        if r.pos.epoch % t.checkpoint_every == 0 or r.pos.epoch == t.epochs or r.stop:
-            _write_checkpoint(r, report)
-        else:
-            ray.train.report(report)
+    try:
+        while r.pos.epoch < t.epochs and not r.stop:
+            if not _run_epoch(r):  # stopped mid-epoch: save exactly where we are
+                _write_checkpoint(r, {"epoch": r.pos.epoch, "step": r.pos.step, "stopped": 1.0, **r.train_metrics})
+                break
+            report = _end_epoch(r)
+            if r.pos.epoch % t.checkpoint_every == 0 or r.pos.epoch == t.epochs or r.stop:
+                _write_checkpoint(r, report)
+            else:
+                ray.train.report(report)
+    finally:
+        if r.logger is not None:
+            r.logger.close()  # every buffered row reaches the server (or a line says how many did not)
     if r.rank == 0:
         r.progress.flush()  # the last lines reach the driver before this worker exits
 
@@ -193,7 +207,9 @@ def _set_up(config: dict[str, Any]) -> _Rank:
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
     progress = config.get("progress") or Progress()
-    return _Rank(config, spec, rank, world, device, data, trainer, shard, steps_per_epoch, progress, tick=_Tick(device))
+    injector = faults.Injector.for_rank(config.get("faults"), config.get("run_dir") or ".", rank, t.lr)
+    return _Rank(config, spec, rank, world, device, data, trainer, shard, steps_per_epoch, progress,
+                 tick=_Tick(device), faults=injector)
 
 
 def _restore(r: _Rank, restored: Any) -> None:
@@ -209,6 +225,7 @@ def _restore(r: _Rank, restored: Any) -> None:
         raise RuntimeError(f"checkpoint {where} belongs to MLflow run {owner}, not {r.config['run_id']}")
     r.trainer.load_state_dict(state["trainer"])
     r.pos = Position(**meta["position"])
+    r.score = meta.get("metrics", {}).get("checkpoint_score", checkpoint.UNSCORED)
     rng = state["rng"]
     if len(rng) == r.world:
         _set_rng_state(rng[r.rank], r.device)
@@ -245,7 +262,8 @@ def _attach_io(r: _Rank) -> None:
         return
     from genforge.tracking.logger import RunLogger
 
-    r.logger = RunLogger(r.config["tracking_uri"], r.config["run_id"])
+    r.logger = RunLogger(r.config["tracking_uri"], r.config["run_id"], say=lambda m: r.progress.say(f"WARNING: {m}"))
+    r.health = HealthMonitor(latent_dim=r.spec.model.latent_dim)
     if r.config.get("inloop"):
         from genforge.evaluator.inloop import InLoopFID
 
@@ -261,8 +279,12 @@ def _run_epoch(r: _Rank) -> bool:
     bs = r.local_batch
     while r.pos.batch < r.steps_per_epoch:
         x, y = r.data.train.batch(order[r.pos.batch * bs : (r.pos.batch + 1) * bs])
+        if r.faults.at_step(r.pos.step + 1):
+            x = torch.full_like(x, float("nan"))
         result = r.trainer.step(x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True))
         r.pos.batch, r.pos.step = r.pos.batch + 1, r.pos.step + 1
+        if not result.ok and _handle_nonfinite(r):
+            return _run_epoch(r)  # rolled back: the position (maybe an earlier epoch) is the checkpoint's
         r.pos.nonfinite += 0 if result.ok else 1
         r.tick.add(result.metrics, result.ok)
         if r.pos.step % r.spec.train.log_every_steps == 0 or r.pos.batch == r.steps_per_epoch:
@@ -272,6 +294,66 @@ def _run_epoch(r: _Rank) -> bool:
     return r.pos.batch == r.steps_per_epoch
 
 
+def _handle_nonfinite(r: _Rank) -> bool:
+    """A step came out non-finite (every rank agrees: the decision uses all-reduced gradients). `skip`: False, the
+    step was skipped and counts against max_nonfinite_steps at the tick; `stop`: raise; `rollback`: restore the last
+    checkpointed state with the learning rates halved and return True."""
+    t = r.spec.train
+    if t.on_nonfinite == "skip":
+        return False
+    if t.on_nonfinite == "stop":
+        raise FloatingPointError(f"non-finite loss or gradients at step {r.pos.step} (train.on_nonfinite=stop)")
+    if r.pos.rollbacks >= t.max_rollbacks:
+        raise FloatingPointError(
+            f"non-finite loss or gradients at step {r.pos.step} after {r.pos.rollbacks} rollbacks "
+            f"(limit train.max_rollbacks={t.max_rollbacks}); lower train.lr or check the data"
+        )
+    good, failed_at = r.last_good, r.pos.step
+    state = copy.deepcopy(good["trainer"])
+    for part in state.values():  # optimizer state_dicts carry their learning rates: halve them
+        for group in part.get("param_groups", []) if isinstance(part, dict) else []:
+            group["lr"] *= 0.5
+    r.trainer.load_state_dict(state)
+    _set_rng_state(good["rng"], r.device)
+    r.pos = Position(**{**good["position"], "rollbacks": r.pos.rollbacks + 1,
+                        "lr_scale": good["position"]["lr_scale"] * 0.5})
+    r.tick = _Tick(r.device)  # the window's numbers belong to the abandoned steps
+    if r.rank == 0:
+        r.progress.say(
+            f"WARNING: non-finite loss or gradients at step {failed_at}: rolled back to step {r.pos.step} with the "
+            f"learning rates x{r.pos.lr_scale:g} (rollback {r.pos.rollbacks} of at most {t.max_rollbacks})"
+        )
+        r.logger.log_metrics({"rollbacks": r.pos.rollbacks, "lr_scale": r.pos.lr_scale}, step=failed_at)
+    return True
+
+
+def _remember_good_state(r: _Rank) -> None:
+    """Keep a CPU copy of the state just checkpointed (or restored), the target of a rollback."""
+    if r.spec.train.on_nonfinite != "rollback":
+        return
+    to_cpu = lambda v: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v  # noqa: E731
+    r.last_good = {
+        "trainer": _map_tensors(r.trainer.state_dict(), to_cpu),
+        "rng": {k: v.cpu().clone() for k, v in _rng_state(r.device).items()},
+        "position": dict(r.pos.__dict__),
+    }
+
+
+def _map_tensors(tree: Any, fn) -> Any:
+    if isinstance(tree, dict):
+        return {k: _map_tensors(v, fn) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_tensors(v, fn) for v in tree)
+    return fn(tree)
+
+
+def _all_finite(tree: Any) -> bool:
+    bad: list[bool] = []
+    _map_tensors(tree, lambda v: bad.append(
+        isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())))
+    return not any(bad)
+
+
 def _tick(r: _Rank) -> None:
     """The periodic I/O: agree on metrics and the stop flag; rank 0 logs a row and, every 5 s, a line."""
     t = r.spec.train
@@ -279,6 +361,7 @@ def _tick(r: _Rank) -> None:
     if r.rank == 0:
         row = {f"train/{k}": v for k, v in r.train_metrics.items()}
         row.update({"images_per_s": steps_per_s * t.batch_size, "nonfinite_steps": r.pos.nonfinite})
+        row.update(_judge_health(r, r.train_metrics))
         r.logger.log_metrics(row, step=r.pos.step)
         if time.perf_counter() - r.last_print > 5 or r.pos.batch == r.steps_per_epoch:
             shown = " ".join(f"{k}={v:.4g}" for k, v in r.train_metrics.items() if "grad" not in k)
@@ -311,7 +394,8 @@ def _end_epoch(r: _Rank) -> dict[str, float]:
     epoch_metrics: dict[str, float] = {"epoch": r.pos.epoch, "epoch_time_s": time.perf_counter() - r.epoch_t0}
     if r.rank == 0:
         epoch_metrics.update(_evaluate(r))
-        r.logger.log_metrics(epoch_metrics, step=r.pos.step)
+        r.score = epoch_metrics.get(checkpoint.score_metric(r.spec) or "", r.score)
+        r.logger.log_metrics({**epoch_metrics, **_judge_health(r, epoch_metrics)}, step=r.pos.step)
         _log_figures(r)
         shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")
         r.progress.say(f"epoch {r.pos.epoch}/{t.epochs} done | {shown}")
@@ -325,9 +409,36 @@ def _evaluate(r: _Rank) -> dict[str, float]:
     if epoch == t.epochs:
         metrics.update(r.trainer.evaluate(r.data.test, "test"))
     if r.inloop is not None and (epoch % r.spec.evaluate.every_epochs == 0 or epoch == t.epochs):
-        metrics["inloop_fid"] = r.inloop(r.trainer.sampler())
-        r.trainer.back_to_training()
+        metrics.update(r.inloop(r.trainer.sampler()))
+    metrics["sample_diversity"] = _sample_diversity(r)
+    r.trainer.back_to_training()
     return metrics
+
+
+DIVERSITY_SAMPLES = 256  # per epoch: enough for a stable mean pairwise distance, cheap next to an epoch
+
+
+def _sample_diversity(r: _Rank) -> float:
+    """Mean pairwise distance among fixed-seed samples over that among validation images (training/health.py):
+    near 1 when healthy, near 0 under mode collapse."""
+    from genforge.sampling import class_cycle, draw
+
+    n = min(DIVERSITY_SAMPLES, len(r.data.val))
+    if n < 2:
+        return float("nan")
+    labels = class_cycle(n, r.data.num_classes) if r.spec.model.conditional else None
+    fakes = draw(r.trainer.sampler(), r.spec.model.latent_dim, n, seed=r.spec.train.seed, labels=labels,
+                 device=r.device)
+    reals, _ = r.data.val.batch(torch.arange(n))
+    return sample_diversity(fakes.float().cpu(), reals.float())
+
+
+def _judge_health(r: _Rank, metrics: dict[str, float]) -> dict[str, float]:
+    """Rank 0: the health flags to log with these metrics; a warning line on each onset and recovery."""
+    flags, lines = r.health.update(metrics)
+    for line in lines:
+        r.progress.say(line)
+    return flags
 
 
 def _log_figures(r: _Rank) -> None:
@@ -343,7 +454,12 @@ def _write_checkpoint(r: _Rank, metrics: dict[str, float]) -> None:
     """Every rank reports; rank 0's report carries the checkpoint (with every rank's RNG state)."""
     import ray.train
 
+    state = r.trainer.state_dict()
+    if not _all_finite(state):  # every rank holds the same weights, so every rank refuses alike
+        raise FloatingPointError(f"refusing to checkpoint non-finite weights at step {r.pos.step}")
     rngs = _all_gather({k: v.cpu() for k, v in _rng_state(r.device).items()})
+    # Rank 0 knows the score (it evaluates); every rank reports the same number, as Ray ranks checkpoints by it.
+    metrics = {**metrics, "checkpoint_score": _all_gather(r.score)[0]}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = None
         if r.rank == 0:
@@ -360,6 +476,7 @@ def _write_checkpoint(r: _Rank, metrics: dict[str, float]) -> None:
                 "metrics": metrics,
                 "created": time.time(),
             }
-            checkpoint.write(tmp, {"trainer": r.trainer.state_dict(), "rng": rngs}, meta)
+            checkpoint.write(tmp, {"trainer": state, "rng": rngs}, meta)
             ckpt = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=ckpt, checkpoint_dir_name=checkpoint.dir_name(r.pos.step))
+    _remember_good_state(r)

@@ -30,6 +30,8 @@ def to_tune(entries: dict[str, SpaceEntry]) -> dict[str, Any]:
             out[key] = tune.loguniform(*e.loguniform)
         elif e.uniform:
             out[key] = tune.uniform(*e.uniform)
+        elif e.grid is not None:
+            out[key] = tune.grid_search(e.grid)
         else:
             out[key] = tune.choice(e.choice)
     return out

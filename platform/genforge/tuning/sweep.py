@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from genforge import faults
 from genforge.config import Spec, spec_from_dict
 from genforge.errors import RunError, SpecError
 from genforge.files import write_json_atomically
@@ -68,6 +69,8 @@ def run_trial(config: dict[str, Any], ctx: dict[str, Any]) -> None:
 
     from genforge.training.driver import train
 
+    if ctx.get("faults"):
+        os.environ[faults.ENV] = ctx["faults"]
     trial_id = tune.get_context().get_trial_id()
     spec = _trial_spec(ctx["base"], config, trial_id, ctx)
     tags = {"mlflow.parentRunId": ctx["parent_run_id"], "genforge.trial_id": trial_id, "genforge.sweep": ctx["sweep"]}
@@ -81,7 +84,7 @@ def _check_space(spec: Spec, entries) -> None:
     """Every searched key must make a valid spec: try each distribution's bounds now, not in a trial."""
     base = spec.model_dump(mode="json", by_alias=True)
     for key, e in entries.items():
-        for value in (e.loguniform or e.uniform or e.choice):
+        for value in (e.loguniform or e.uniform or e.choice or e.grid):
             try:
                 spec_from_dict(spaces.apply(json.loads(json.dumps(base)), {key: value}), source="tune.space")
             except SpecError as exc:
@@ -179,6 +182,7 @@ def _trial_context(sw: _Sweep, parent: str, progress: Progress) -> dict[str, Any
         "workers": sw.spec.tune.workers_per_trial,
         "metric": sw.metric,
         "progress": progress,
+        "faults": faults.configured(),  # tests only (genforge/faults.py): this process's variable, for the trials
     }
 
 
