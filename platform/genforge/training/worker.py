@@ -347,11 +347,19 @@ def _map_tensors(tree: Any, fn) -> Any:
     return fn(tree)
 
 
+def _tensors(tree: Any):
+    """Every tensor in a state dict (nested dicts, lists and tuples)."""
+    if isinstance(tree, dict):
+        tree = tree.values()
+    if isinstance(tree, (list, tuple, type({}.values()))):
+        for v in tree:
+            yield from _tensors(v)
+    elif isinstance(tree, torch.Tensor):
+        yield tree
+
+
 def _all_finite(tree: Any) -> bool:
-    bad: list[bool] = []
-    _map_tensors(tree, lambda v: bad.append(
-        isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())))
-    return not any(bad)
+    return all(bool(torch.isfinite(t).all()) for t in _tensors(tree) if t.is_floating_point())
 
 
 def _tick(r: _Rank) -> None:
