@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,server]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,server,kubeflow]'
 	touch $(STAMP)
 
 demo: $(STAMP)

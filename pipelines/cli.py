@@ -13,7 +13,7 @@ import sys
 import click
 
 from genforge.errors import RunError, SpecError, Terminated
-from pipelines.commands import catalogue, evaluation, registry, training
+from pipelines.commands import catalogue, evaluation, jobs, kfp_pipeline, registry, training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -44,6 +44,9 @@ for command in (
     registry.generate,
     catalogue.datasets,
     catalogue.families,
+    jobs.submit,
+    jobs.jobs,
+    kfp_pipeline.pipeline,
 ):
     cli.add_command(command)
 
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stderr for messages
+    # MLflow prints "View run ... at: URL" to stdout whenever a run on a tracking server ends; genforge says
+    # which run it wrote in its own summary.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow sets its logger's level from this when first imported (e.g. "Creating initial MLflow database tables").
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)

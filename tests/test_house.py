@@ -55,7 +55,7 @@ def test_help_lists_every_command_and_the_readme_documents_them():
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     expected = {"run", "train", "tune", "evaluate", "extractor", "register", "promote", "rollback", "models",
-                "generate", "datasets", "families"}
+                "generate", "datasets", "families", "submit", "jobs", "pipeline"}
     assert set(cli.commands) == expected
     for name in expected:
         assert f"  {name} " in result.output, name

@@ -586,13 +586,15 @@ def test_network_policies_guard_mlflow_and_postgres(kustomization):
         assert spec["policyTypes"] == ["Ingress"] and len(spec["ingress"]) == 1
     peers = to_mlflow["ingress"][0]["from"]
     ray_peers = [p for p in peers if "namespaceSelector" not in p]
-    assert len(peers) == 2 and len(ray_peers) == 1
+    assert len(peers) == 3 and len(ray_peers) == 1
     for node_type in ("head", "worker"):
         assert selects(ray_peers[0]["podSelector"], {"ray.io/node-type": node_type})
     assert not selects(ray_peers[0]["podSelector"], postgres_labels)
     assert not selects(ray_peers[0]["podSelector"], {"app.kubernetes.io/name": "genforge-submitter"})
-    (ingress_peer,) = [p for p in peers if "namespaceSelector" in p]
-    assert ingress_peer["namespaceSelector"]["matchLabels"] and ingress_peer.get("podSelector")
+    outside = [p for p in peers if "namespaceSelector" in p]  # the ingress controller, Kubeflow's component pods
+    assert len(outside) == 2
+    for peer in outside:  # a namespace AND a pod label: never a whole namespace
+        assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
     assert to_mlflow["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 5000}]
     assert to_postgres["ingress"][0] == {"from": [{"podSelector": {"matchLabels": mlflow_labels}}],
                                          "ports": [{"protocol": "TCP", "port": 5432}]}

@@ -57,3 +57,26 @@ def test_a_second_protocol_takes_over_metrics_tags_and_versions_together(train_s
     assert version.tags["protocol_hash"] == b.protocol["hash"]
     for key in ("fid", "kid", "precision", "recall", "density", "coverage"):
         assert float(version.tags[key]) == pytest.approx(b.metrics[key]), key
+
+
+def test_a_run_records_its_code_dependencies_and_dataset(family_runs, client):
+    """Lineage: genforge's version, the commit of the code, the sha256 of constraints.txt, and the dataset as an
+    MLflow dataset input whose digest is the data's content fingerprint."""
+    import hashlib
+    import subprocess
+    from pathlib import Path
+
+    import genforge
+    from genforge.config import spec_from_dict
+    from genforge.training.driver import preflight
+
+    run = client.get_run(family_runs("vae").run_id)
+    tags = run.data.tags
+    root = Path(__file__).resolve().parents[1]
+    assert tags["genforge.version"] == genforge.__version__
+    assert tags["genforge.constraints_sha256"] == hashlib.sha256((root / "constraints.txt").read_bytes()).hexdigest()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    assert tags["mlflow.source.git.commit"].split("+")[0] == (head or "unknown")
+    (dataset_input,) = run.inputs.dataset_inputs
+    data, _, _ = preflight(spec_from_dict(tiny_spec("x")))
+    assert dataset_input.dataset.name == "digits" and dataset_input.dataset.digest == data.fingerprint()

@@ -36,8 +36,6 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
 
-from genforge.errors import SpecError
-
 if TYPE_CHECKING:
     from genforge.config import Spec
 
@@ -67,11 +65,27 @@ def ensure_ray(spec: Spec) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if not ray.is_initialized():
         _init_ray()
-    if spec.train.use_gpu and ray.cluster_resources().get("GPU", 0) < spec.train.workers:
-        raise SpecError(
-            f"train.use_gpu: {spec.train.workers} workers need {spec.train.workers} GPUs; "
-            f"the Ray cluster has {ray.cluster_resources().get('GPU', 0):g}"
-        )
+    if spec.train.use_gpu:  # an autoscaling cluster counts the GPU nodes it may still add
+        from genforge.jobs.checks import check_capacity
+
+        check_capacity({"GPU": float(spec.train.workers)}, cluster_capacity(), "this Ray cluster")
+
+
+def cluster_capacity() -> Any:
+    """The connected cluster's resources now, and the most its autoscaler's node groups may bring (from the
+    autoscaler's configuration in the GCS; None without an autoscaler). A `jobs.checks.Capacity`."""
+    import ray
+
+    from genforge.jobs.checks import Capacity
+
+    try:
+        from ray._private.state import state
+
+        most = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: without it, only what exists now counts
+        most = None
+    return Capacity({k: float(v) for k, v in ray.cluster_resources().items()},
+                    {k: float(v) for k, v in most.items()} if most else None)
 
 
 def _init_ray() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from evaluation.extractors import DomainClassifier, DomainExtractor, InceptionExtractor, train_domain_classifier
 from evaluation.extractors.inception import InceptionWeightsError
@@ -26,12 +26,25 @@ def domain_dir(data: ImageSplits, epochs: int) -> Path:
 
 
 def load_domain(directory: Path, device: str | torch.device = "cpu") -> tuple[DomainExtractor, dict]:
-    meta = json.loads((directory / "meta.json").read_text())
+    return domain_from_files(domain_files(directory), device, where=str(directory))
+
+
+def domain_files(directory: Path) -> dict[str, bytes]:
+    """The cached extractor's files as bytes: what travels to Ray workers, which may not share this disk."""
+    return {name: (directory / name).read_bytes() for name in ("meta.json", "weights.safetensors")}
+
+
+def domain_from_files(files: dict[str, bytes], device: str | torch.device = "cpu",
+                      where: str = "domain extractor") -> tuple[DomainExtractor, dict]:
+    """The extractor from its files' bytes (safetensors: no pickle), checked against its recorded content hash."""
+    from safetensors.torch import load
+
+    meta = json.loads(files["meta.json"])
     model = DomainClassifier(tuple(meta["image_shape"]), meta["num_classes"])
-    model.load_state_dict(load_file(directory / "weights.safetensors"))
+    model.load_state_dict(load(files["weights.safetensors"]))
     extractor = DomainExtractor(model, device)
     if extractor.content_hash != meta["content_hash"]:
-        raise RuntimeError(f"{directory}: weights do not match their recorded hash; delete the directory to retrain")
+        raise RuntimeError(f"{where}: weights do not match their recorded hash; delete the directory to retrain")
     return extractor, meta
 
 

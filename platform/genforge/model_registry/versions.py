@@ -132,10 +132,21 @@ def _version_tags(client, run, run_id: str) -> dict[str, str]:
             "family": t["genforge.family"],
             "spec_hash": t["genforge.spec_fingerprint"],
             "git_commit": t.get("mlflow.source.git.commit", "unknown"),
+            "genforge_version": t.get("genforge.version", "unknown"),
+            "constraints_sha256": t.get("genforge.constraints_sha256", "unknown"),
+            "dataset_fingerprint": _dataset_digest(run),
             "run_id": run_id,
         }
     )
+    if "genforge.image" in t:
+        tags["image"] = t["genforge.image"]
     return tags
+
+
+def _dataset_digest(run) -> str:
+    """The digest of the run's training dataset input (its content fingerprint)."""
+    inputs = run.inputs.dataset_inputs if run.inputs else []
+    return next((i.dataset.digest for i in inputs), "unknown")
 
 
 def list_models(tracking_uri: str, name: str | None = None) -> list[RegisteredVersion]:

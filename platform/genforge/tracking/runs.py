@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,10 @@ from mlflow.entities import Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 
 from genforge.config import RESUMABLE_KEYS, Spec, flatten
+from genforge.tracking.lineage import lineage_tags
 from genforge.tracking.uri import artifact_location
 
 TAG_PREFIX = "genforge."
-
-
-def git_commit(cwd: str | Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def experiment_id(client: MlflowClient, name: str, tracking_uri: str) -> str:
@@ -64,12 +56,14 @@ def _log_spec(client: MlflowClient, run_id: str, spec: Spec) -> None:
 
 
 def create_run(
-    client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any], extra_tags: dict[str, str] | None = None
+    client: MlflowClient, exp_id: str, spec: Spec, facts: dict[str, Any], extra_tags: dict[str, str] | None = None,
+    dataset: Any = None,
 ) -> str:
-    """A new RUNNING run with the whole resolved spec: params (fixed keys), tags (resumable keys), spec.yaml."""
+    """A new RUNNING run with the whole resolved spec: params (fixed keys), tags (resumable keys, lineage),
+    spec.yaml, and the dataset input (lineage.dataset_input) when given."""
     tags = {
         "mlflow.runName": spec.name,
-        "mlflow.source.git.commit": git_commit(),
+        **lineage_tags(),
         f"{TAG_PREFIX}family": spec.model.family,
         f"{TAG_PREFIX}dataset": spec.data.dataset,
         f"{TAG_PREFIX}spec_fingerprint": spec.fingerprint(),
@@ -85,6 +79,8 @@ def create_run(
             client.log_batch(run_id, params=params[i : i + 100])
         client.log_batch(run_id, tags=_resumable_tags(spec))
         _log_spec(client, run_id, spec)
+        if dataset is not None:
+            client.log_inputs(run_id, datasets=[dataset])
     except BaseException:
         _mark_failed_quietly(client, run_id)
         raise

@@ -50,6 +50,7 @@ class Plan:
     resume_checkpoint: checkpoint.Found | None = None
     inloop: dict[str, Any] | None = None  # paths of the in-loop FID's extractor and reference
     orphaned: Path | None = None  # dry run: where the checkpoints of a run the store no longer has would go
+    dataset: Any = None  # the MLflow dataset input a new run records (tracking/lineage.py)
 
 
 @dataclass
@@ -105,7 +106,8 @@ def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool =
     data, shape, num_classes = preflight(spec)
     uri = resolve_tracking_uri(spec.tracking.uri)
     storage = storage_root(spec, uri)
-    p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes)
+    p = Plan(spec, uri, spec.tracking.experiment or spec.name, storage, storage / spec.name, shape, num_classes,
+             dataset=_dataset_input(spec, data))
     record_path = p.run_dir / RUN_RECORD
     if record_path.is_file():
         _plan_resume(p, json.loads(record_path.read_text()), dry_run)
@@ -114,6 +116,16 @@ def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool =
 
         p.inloop = prepare(spec, data, echo)
     return p
+
+
+def _dataset_input(spec: Spec, data) -> Any:
+    from genforge.tracking.lineage import dataset_input
+
+    d = spec.data
+    source = {"dataset": d.dataset, "root": d.root, "image_size": d.image_size, "channels": d.channels,
+              "val_fraction": d.val_fraction, "test_fraction": d.test_fraction, "split_seed": d.split_seed}
+    sizes = {"train": len(data.train), "val": len(data.val), "test": len(data.test)}
+    return dataset_input(d.dataset, data.fingerprint(), source, sizes)
 
 
 def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -372,7 +384,7 @@ def _open_run(
         return run_id, None
     exp_id = experiment_id(client, p.experiment, p.tracking_uri)
     facts = {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}
-    run_id = create_run(client, exp_id, spec, facts, tags)
+    run_id = create_run(client, exp_id, spec, facts, tags, dataset=p.dataset)
     record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(),
               "created": time.time()}
     try:

@@ -1,0 +1,54 @@
+"""What a submitted job carries: the submitter's genforge code and spec, in the job's runtime environment.
+
+The cluster's image provides the heavy dependencies (torch, Ray, MLflow; the Dockerfile installs them from
+constraints.txt). genforge's own packages travel as `py_modules`, which Ray uploads once per content hash and
+puts first on the job's PYTHONPATH, so the job runs the submitter's version even where the image holds another;
+the spec travels in the job's `working_dir`. The entrypoint is `python -m pipelines run SPEC --set ...` (or
+train, tune): the overrides are re-applied on the cluster exactly as given, and the tracking URI is pinned to
+the one checked here. The code's lineage (git commit, constraints hash) rides in the environment. Nothing
+secret is put in any of them: Ray shows them verbatim to everyone who can list jobs.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+EXCLUDES = ["__pycache__", "*.pyc", ".pytest_cache"]
+
+
+@dataclass
+class JobPackage:
+    """A staged job: its entrypoint, runtime environment and metadata, and the temporary folder holding the spec
+    (remove it with `cleanup()` once Ray has uploaded it)."""
+
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    metadata: dict[str, str]
+    staging: Path = field(repr=False)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def package_job(spec_path: Path, overrides: tuple[str, ...], modules: list[Path], metadata: dict[str, str],
+                command: str = "run", extra_args: tuple[str, ...] = (), tracking_uri: str | None = None) -> JobPackage:
+    """Stage `spec_path` and describe a job running `genforge COMMAND` (run, train, tune) on it with the same
+    overrides (and `extra_args`, e.g. --json).
+
+    `modules` are the package directories to ship (genforge, evaluation, pipelines); `tracking_uri` is added as
+    a final override when the submitter's environment, not the spec, supplied it."""
+    staging = Path(tempfile.mkdtemp(prefix="genforge-job-"))
+    shutil.copy2(spec_path, staging / spec_path.name)
+    args = ["python", "-m", "pipelines", command, spec_path.name, *extra_args]
+    for value in (*overrides, *((f"tracking.uri={tracking_uri}",) if tracking_uri else ())):
+        args += ["--set", value]
+    from genforge.tracking.lineage import code_facts
+
+    runtime_env = {"working_dir": str(staging), "py_modules": [str(m) for m in modules], "excludes": EXCLUDES,
+                   "env_vars": code_facts()}  # lineage of the shipped code, which travels without its .git
+    return JobPackage(shlex.join(args), runtime_env, metadata, staging)
