@@ -53,7 +53,8 @@ def submit_spec(spec_path: str | Path, overrides: Sequence[str], address: str | 
     checks.check_capacity(checks.resources_needed(spec), client.probe_capacity(jobs), address)
     metadata = {"genforge": command, "genforge_version": genforge.__version__, "spec": spec.name}
     package = package_job(Path(spec_path), tuple(overrides), shipped_modules(), metadata, command=command,
-                          extra_args=tuple(extra_args), tracking_uri=None if spec.tracking.uri else env_uri)
+                          extra_args=tuple(extra_args), tracking_uri=None if spec.tracking.uri else env_uri,
+                          stop_wait_s=spec.train.preempt_grace_s + 10)
     try:
         job = jobs.submit_job(entrypoint=package.entrypoint, runtime_env=package.runtime_env,
                               metadata=package.metadata, submission_id=submission_id(spec.name))

@@ -12,6 +12,13 @@ from genforge.families import FAMILIES as CATALOGUE
 
 FAMILIES = tuple(CATALOGUE)  # every test parametrised over families follows the catalogue
 
+# The object-storage tests talk to an S3-compatible server on loopback (moto, test_object_storage.py). Ray
+# workers inherit the environment of the process that starts Ray, so its fake credentials are set before any
+# Ray starts; AWS_EC2_METADATA_DISABLED keeps clients from probing a cloud metadata service.
+for _key, _value in {"AWS_ACCESS_KEY_ID": "genforge-test", "AWS_SECRET_ACCESS_KEY": "genforge-test",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    os.environ.setdefault(_key, _value)
+
 
 def tiny_spec(name: str, family: str = "vae", **train: Any) -> dict[str, Any]:
     """A spec small enough to train in seconds on sklearn's 8x8 digits."""

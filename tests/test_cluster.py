@@ -94,6 +94,18 @@ def submit_args(cluster: RayCluster, server: MlflowServer, storage: Path, *overr
             *sets(f"tracking.uri={server.url}", f"train.storage_path={storage}", *TINY, *overrides)]
 
 
+def submit_training(cluster: RayCluster, server: MlflowServer, storage: Path, name: str,
+                    *train: str) -> tuple[str, list[str]]:
+    """`genforge submit` (not followed) of the quickstart's base configuration as a training-only job named
+    `name`; (submission id, the overrides it used)."""
+    overrides = [f"tracking.uri={server.url}", f"train.storage_path={storage}", *TINY, "stages=[train]",
+                 f"name={name}", "train.max_steps_per_epoch=16", *train]
+    submitted = genforge_cli(["submit", str(QUICKSTART), "--address", cluster.address, *sets(*overrides), "--json"],
+                             cluster)
+    assert submitted.returncode == 0, submitted.stderr
+    return json.loads(submitted.stdout.strip().splitlines()[-1])["submission_id"], overrides
+
+
 BAD_SUBMISSIONS = {
     "no answer": (["--address", "http://127.0.0.1:9"], {}, "no Ray dashboard answers there"),
     "no token": ([], {"RAY_AUTH_TOKEN": "", "RAY_AUTH_TOKEN_PATH": "/nonexistent"}, "requires a token"),
@@ -180,13 +192,8 @@ def test_two_workers_on_two_nodes_and_a_lost_node_then_a_resubmission_continues_
     from pipelines import kubeflow
 
     name = f"lost-node-{uuid.uuid4().hex[:6]}"
-    overrides = [f"tracking.uri={team_server.url}", f"train.storage_path={shared}", *TINY, "stages=[train]",
-                 f"name={name}", "train.workers=2", "train.epochs=4", "train.max_steps_per_epoch=16",
-                 "train.checkpoint_every=1"]
-    first = genforge_cli(["submit", str(QUICKSTART), "--address", cluster.address, *sets(*overrides), "--json"],
-                         cluster)
-    assert first.returncode == 0, first.stderr
-    job = json.loads(first.stdout.strip().splitlines()[-1])["submission_id"]
+    job, overrides = submit_training(cluster, team_server, shared, name, "train.workers=2", "train.epochs=4",
+                                     "train.checkpoint_every=1")
     deadline = time.monotonic() + 300
     while checkpoint.latest(shared / name) is None:
         assert time.monotonic() < deadline, genforge_cli(["jobs", "logs", job, "--address", cluster.address],
@@ -214,3 +221,28 @@ def test_two_workers_on_two_nodes_and_a_lost_node_then_a_resubmission_continues_
 def _ray_job_id(cluster: RayCluster, submission_id: str) -> str:
     status = genforge_cli(["jobs", "status", submission_id, "--address", cluster.address, "--json"], cluster)
     return json.loads(status.stdout.strip().splitlines()[-1])["ray_job_id"]
+
+
+def test_jobs_stop_lets_the_run_checkpoint_and_end_killed(cluster, team_server, shared):
+    """`genforge jobs stop`: Ray sends the job's driver SIGTERM and (genforge asked it to) waits for it; the run
+    writes a checkpoint, ends KILLED with its stop reason, and the job is listed STOPPED."""
+    from mlflow import MlflowClient
+
+    from genforge.training import checkpoint
+
+    name = f"stop-me-{uuid.uuid4().hex[:6]}"
+    job, _ = submit_training(cluster, team_server, shared, name, "train.workers=1", "train.epochs=1000",
+                             "train.checkpoint_every=500")
+    client = MlflowClient(team_server.url)
+    deadline = time.monotonic() + 300
+    while not (client.get_experiment_by_name(name) and client.search_runs(
+            [client.get_experiment_by_name(name).experiment_id], "metrics.`train/loss` > 0")):
+        assert time.monotonic() < deadline, "the job never started training"
+        time.sleep(0.5)
+    stopped = genforge_cli(["jobs", "stop", job, "--address", cluster.address, "--json"], cluster)
+    assert stopped.returncode == 0 and json.loads(stopped.stdout.strip().splitlines()[-1])["status"] == "STOPPED"
+    (run,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    assert run.info.status == "KILLED" and run.data.tags["genforge.stop_reason"] == "terminated"
+    found = checkpoint.latest(shared / name)
+    assert found is not None and found.meta["position"]["epoch"] < 500  # written at the stop, not by schedule
+    assert job in job_ids(cluster)

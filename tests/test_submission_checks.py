@@ -106,7 +106,9 @@ def test_a_job_package_ships_the_code_and_spec_and_no_secret(monkeypatch, tmp_pa
                                                    "tracking.uri=http://mlflow:5000"]
         assert (Path(package.runtime_env["working_dir"]) / "quick start.yaml").read_text() == "name: x\n"
         assert package.runtime_env["py_modules"] == [str(m) for m in modules]
-        assert set(package.runtime_env["env_vars"]) == {"GENFORGE_GIT_COMMIT", "GENFORGE_CONSTRAINTS_SHA256"}
+        assert set(package.runtime_env["env_vars"]) == {"GENFORGE_GIT_COMMIT", "GENFORGE_CONSTRAINTS_SHA256",
+                                                        "RAY_JOB_STOP_WAIT_TIME_S"}
+        assert package.runtime_env["env_vars"]["RAY_JOB_STOP_WAIT_TIME_S"] == "30"
         everything = json.dumps([package.entrypoint, package.runtime_env, package.metadata])
         assert "hunter" not in everything
     finally:

@@ -93,7 +93,8 @@ class TrainConfig(_Section):
         3, ge=1, description="Checkpoints kept on storage: the latest always, the rest the best by validation score."
     )
     storage_path: str | None = Field(
-        None, description="Checkpoints and Ray results (default: beside the tracking store)."
+        None, description="Checkpoints and Ray results: a path or a URI pyarrow opens, e.g. s3://bucket/genforge "
+        "(default: beside the tracking store)."
     )
     log_every_steps: int = Field(10, ge=1, description="Steps between per-step metric rows and progress lines.")
     on_nonfinite: Literal["skip", "rollback", "stop"] = Field(
@@ -113,9 +114,16 @@ class TrainConfig(_Section):
 
     @model_validator(mode="after")
     def _check_storage(self) -> "TrainConfig":
-        # Resume bookkeeping reads the run directory with ordinary file I/O; object stores need a mount.
+        # The URI is copied into params, run records and job listings: credentials belong in the environment.
         if self.storage_path and "://" in self.storage_path:
-            raise ValueError(f"storage_path: {self.storage_path!r}: use a local or mounted (NFS, s3fs) path, not a URI")
+            from urllib.parse import parse_qs, urlsplit
+
+            parts = urlsplit(self.storage_path)
+            secret = {"access_key", "secret_key", "session_token"} & set(parse_qs(parts.query))
+            if parts.password is not None or secret:
+                what = ", ".join(sorted(secret)) or "a password"
+                raise ValueError(f"storage_path: the URI carries a credential ({what}); give it to every node's "
+                                 "environment instead (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, ...)")
         return self
 
     @model_validator(mode="after")

@@ -70,7 +70,9 @@ def connect(address: str | None) -> Any:
 
     address = resolve_address(address)
     token = auth_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # Always our own header, empty without a token: Ray's client would otherwise add the token of whatever Ray this
+    # process has initialised (a local one, started with its own token), and the cluster would see a wrong one.
+    headers = {"Authorization": f"Bearer {token}" if token else ""}
     try:
         # The address is the dashboard's URL: never let Ray read it as "start a local cluster".
         return JobSubmissionClient(address, headers=headers)

@@ -36,12 +36,15 @@ class JobPackage:
 
 
 def package_job(spec_path: Path, overrides: tuple[str, ...], modules: list[Path], metadata: dict[str, str],
-                command: str = "run", extra_args: tuple[str, ...] = (), tracking_uri: str | None = None) -> JobPackage:
+                command: str = "run", extra_args: tuple[str, ...] = (), tracking_uri: str | None = None,
+                stop_wait_s: float = 30.0) -> JobPackage:
     """Stage `spec_path` and describe a job running `genforge COMMAND` (run, train, tune) on it with the same
     overrides (and `extra_args`, e.g. --json).
 
     `modules` are the package directories to ship (genforge, evaluation, pipelines); `tracking_uri` is added as
-    a final override when the submitter's environment, not the spec, supplied it."""
+    a final override when the submitter's environment, not the spec, supplied it. `stop_wait_s` is how long Ray
+    waits after SIGTERM before it SIGKILLs a stopped job's driver (Ray's default, 3 s, is too short for the run to
+    write its checkpoint: give it the spec's train.preempt_grace_s and a margin)."""
     staging = Path(tempfile.mkdtemp(prefix="genforge-job-"))
     shutil.copy2(spec_path, staging / spec_path.name)
     args = ["python", "-m", "pipelines", command, spec_path.name, *extra_args]
@@ -50,5 +53,6 @@ def package_job(spec_path: Path, overrides: tuple[str, ...], modules: list[Path]
     from genforge.tracking.lineage import code_facts
 
     runtime_env = {"working_dir": str(staging), "py_modules": [str(m) for m in modules], "excludes": EXCLUDES,
-                   "env_vars": code_facts()}  # lineage of the shipped code, which travels without its .git
+                   # lineage of the shipped code (which travels without its .git); the job supervisor's stop grace
+                   "env_vars": {**code_facts(), "RAY_JOB_STOP_WAIT_TIME_S": str(int(stop_wait_s))}}
     return JobPackage(shlex.join(args), runtime_env, metadata, staging)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,42 +91,56 @@ def load(directory: str | Path, map_location: str | torch.device = "cpu") -> tup
 
 @dataclass
 class Found:
+    """A complete checkpoint: `path` a local directory to load from (a download, for an object store), `location`
+    where it lives."""
+
     path: Path
     meta: dict[str, Any]
+    location: Any = None  # storage.Location
 
 
-def latest(run_dir: str | Path) -> Found | None:
-    """The newest verified checkpoint under a Ray run directory; corrupt ones are skipped with a warning."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        return None
-    for path in sorted(run_dir.glob(PREFIX + "*"), reverse=True):
+def latest(run_dir: Any) -> Found | None:
+    """The newest verified checkpoint under a Ray run directory (a path, a URI or a storage.Location); corrupt
+    ones are skipped with a warning."""
+    from genforge.training.storage import Location
+
+    run_dir = Location.parse(run_dir)
+    for location in reversed(run_dir.children(PREFIX)):
+        local = None
         try:
-            return Found(path, verify(path))
-        except CheckpointError as exc:
-            warnings.warn(f"skipping checkpoint: {exc}", stacklevel=2)
+            local = location.materialize()
+            return Found(local, verify(local), location)
+        except (CheckpointError, OSError) as exc:
+            reason = str(exc).replace(f"{local}: ", "") if local else str(exc)
+            warnings.warn(f"skipping checkpoint {location}: {reason}", stacklevel=2)
+            if local is not None and not location.is_local:
+                shutil.rmtree(local, ignore_errors=True)  # a download of a checkpoint that is not complete
     return None
 
 
 RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's list of the run's reported checkpoints
 
 
-def remove_partial(run_dir: str | Path) -> list[Path]:
+def remove_partial(run_dir: Any) -> list[str]:
     """Delete checkpoint directories a crash left incomplete (no meta, or a state that fails its sha256).
 
     Directories Ray's snapshot still lists are kept: Ray refuses to start when one it knows is missing, and
     restoring from it falls back to the newest complete one (worker.py). Returns what was removed."""
-    import shutil
+    from genforge.training.storage import Location
 
-    run_dir = Path(run_dir)
+    run_dir = Location.parse(run_dir)
     snapshot = run_dir / RAY_SNAPSHOT
     known = snapshot.read_text() if snapshot.is_file() else ""
     removed = []
-    for path in sorted(run_dir.glob(PREFIX + "*")) if run_dir.is_dir() else []:
+    for location in run_dir.children(PREFIX):
+        local = location.materialize()
         try:
-            verify(path)
-        except CheckpointError:
-            if path.name not in known:
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+            verify(local)
+        except (CheckpointError, OSError):
+            if location.name not in known:
+                location.remove_tree()
+                removed.append(str(location))
+        finally:
+            if not location.is_local:
+                shutil.rmtree(local, ignore_errors=True)
     return removed

@@ -25,11 +25,11 @@ from genforge import faults
 from genforge.config import RESUMABLE_KEYS, Spec, flatten
 from genforge.data import ImageSplits, load_dataset
 from genforge.errors import RunError, SpecError, Terminated
-from genforge.files import write_json_atomically
 from genforge.models import build_models, get_family
 from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, stop_flag, verbose
 from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
 from genforge.training import checkpoint
+from genforge.training.storage import Location
 from genforge.training.trainer import trainer_class
 
 RUN_RECORD = "genforge_run.json"  # in the Ray run directory: which MLflow run this name belongs to
@@ -42,8 +42,8 @@ class Plan:
     spec: Spec
     tracking_uri: str
     experiment: str
-    storage_path: Path
-    run_dir: Path
+    storage_path: Location  # a local path or an object-store URI (training/storage.py)
+    run_dir: Location
     image_shape: tuple[int, int, int]
     num_classes: int
     resume_run_id: str | None = None
@@ -93,11 +93,9 @@ def preflight(spec: Spec) -> tuple[ImageSplits, tuple[int, int, int], int]:
     return data, data.image_shape, data.num_classes
 
 
-def storage_root(spec: Spec, tracking_uri: str) -> Path:
-    """Where run directories live: `train.storage_path`, else beside the tracking store."""
-    if spec.train.storage_path:
-        return Path(spec.train.storage_path).expanduser().resolve()
-    return default_storage_path(tracking_uri)
+def storage_root(spec: Spec, tracking_uri: str) -> Location:
+    """Where run directories live: `train.storage_path` (a path or a URI), else beside the tracking store."""
+    return Location.parse(spec.train.storage_path or default_storage_path(tracking_uri))
 
 
 def plan(spec: Spec, echo: Callable[[str], None] = print, prepare_inloop: bool = False, dry_run: bool = False) -> Plan:
@@ -153,7 +151,7 @@ def _plan_resume(p: Plan, record: dict[str, Any], dry_run: bool = False) -> None
             f"({record.get('tracking_uri')}), not {p.tracking_uri}; use that store, a new name, or move {p.run_dir}"
         )
     if not run_exists(MlflowClient(p.tracking_uri), run_id):
-        aside = p.run_dir.with_name(f"{p.run_dir.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}")
+        aside = p.storage_path / f"{p.run_dir.name}.orphaned-{time.strftime('%Y%m%d-%H%M%S')}"
         if dry_run:
             p.orphaned = aside
             return
@@ -162,7 +160,7 @@ def _plan_resume(p: Plan, record: dict[str, Any], dry_run: bool = False) -> None
             f"ignoring them (moved to {aside}) and starting a new run",
             stacklevel=2,
         )
-        p.run_dir.rename(aside)
+        p.run_dir.move_to(aside)
         return
     old, new = flatten(record["spec"]), flatten(p.spec.training_dict())
     changed = changed_keys(old, new)
@@ -174,7 +172,8 @@ def _plan_resume(p: Plan, record: dict[str, Any], dry_run: bool = False) -> None
         )
     found = checkpoint.latest(p.run_dir)
     if found is not None and found.meta["mlflow_run_id"] != run_id:
-        raise RunError(f"{found.path} belongs to MLflow run {found.meta['mlflow_run_id']}, but {p.run_dir} to {run_id}")
+        raise RunError(f"{found.location} belongs to MLflow run {found.meta['mlflow_run_id']}, but {p.run_dir} to "
+                       f"{run_id}")
     done = found.meta["position"]["epoch"] if found else 0
     if done > p.spec.train.epochs:
         raise SpecError(
@@ -206,7 +205,7 @@ def _fit(
         train_loop_config={
             "spec": p.spec.model_dump(mode="json", by_alias=True),
             "run_id": run_id,
-            "run_dir": str(p.run_dir),  # where genforge's own look-up finds a complete checkpoint if Ray's is not
+            "run_dir": p.run_dir.uri,  # where genforge's own look-up finds a complete checkpoint if Ray's is not
             "tracking_uri": p.tracking_uri,
             "stop_flag": flag,
             "inloop": p.inloop,
@@ -217,7 +216,8 @@ def _fit(
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
         run_config=RunConfig(
             name=p.spec.name,
-            storage_path=str(p.storage_path),
+            storage_path=p.storage_path.ray_storage()[0],
+            storage_filesystem=p.storage_path.ray_storage()[1],
             failure_config=FailureConfig(max_failures=t.max_failures),
             # Ray always keeps the latest checkpoint; the others kept are the best by validation score.
             checkpoint_config=CheckpointConfig(
@@ -337,7 +337,7 @@ def _finalize(p: Plan, client, run_id: str, found: checkpoint.Found) -> str:
     finally:
         mlflow.set_tracking_uri(previous_uri)
     client.set_tag(run_id, "genforge.finalized_epochs", str(meta["position"]["epoch"]))
-    client.set_tag(run_id, "genforge.checkpoint", str(found.path))
+    client.set_tag(run_id, "genforge.checkpoint", str(found.location))
     client.set_terminated(run_id, "FINISHED")
     return model_uri
 
@@ -357,7 +357,7 @@ def _result(
         tracking_uri=p.tracking_uri,
         status=status,
         metrics=dict(sorted(run.data.metrics.items())),
-        checkpoint=str(found.path) if found else None,
+        checkpoint=str(found.location) if found else None,
         epochs=found.meta["position"]["epoch"] if found else 0,
         resumed=resumed,
         model_uri=model_uri or run.data.tags.get("genforge.model_uri"),
@@ -380,7 +380,7 @@ def _open_run(
                  "(raise train.epochs to continue)")
             return run_id, _result(client, p, run_id, "FINISHED", found, True)
         reopen_run(client, run_id, spec)
-        echo(f"[genforge] continuing MLflow run {run_id} from {found.path if found else 'the start'}")
+        echo(f"[genforge] continuing MLflow run {run_id} from {found.location if found else 'the start'}")
         return run_id, None
     exp_id = experiment_id(client, p.experiment, p.tracking_uri)
     facts = {"image_shape": "x".join(map(str, p.image_shape)), "num_classes": p.num_classes}
@@ -388,7 +388,7 @@ def _open_run(
     record = {"mlflow_run_id": run_id, "tracking_uri": p.tracking_uri, "spec": spec.training_dict(),
               "created": time.time()}
     try:
-        write_json_atomically(p.run_dir / RUN_RECORD, record)
+        (p.run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     except OSError:
         end_run(client, run_id, "FAILED", f"cannot write {p.run_dir / RUN_RECORD}")
         raise
@@ -406,7 +406,7 @@ def _stopped(client, p: Plan, run_id: str, reason: str, found, resumed: bool, ec
 
     end_run(client, run_id, "KILLED", _STOP_NOTES[reason])
     client.set_tag(run_id, "genforge.stop_reason", reason)
-    where = found.path if found else "no checkpoint yet"
+    where = found.location if found else "no checkpoint yet"
     echo(f"[genforge] stopped ({_STOP_NOTES[reason]}); checkpoint: {where}. Re-run the same command to continue.")
     if reason == "terminated":
         raise Terminated

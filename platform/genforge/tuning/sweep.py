@@ -15,16 +15,15 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from genforge import faults
 from genforge.config import Spec, spec_from_dict
 from genforge.errors import RunError, SpecError
-from genforge.files import write_json_atomically
 from genforge.ray_runtime import TRIAL_DRIVER, Progress, ensure_ray, relayed_progress, verbose
 from genforge.tracking.uri import resolve_tracking_uri, store_identity
 from genforge.training.driver import preflight, storage_root
+from genforge.training.storage import Location
 from genforge.tuning import space as spaces
 
 SWEEP_RECORD = "genforge_sweep.json"
@@ -110,7 +109,7 @@ class _Sweep:
     entries: dict[str, Any]
     metric: str
     tracking_uri: str
-    storage: Path
+    storage: Location  # a local path or an object-store URI (training/storage.py)
     name: str
     experiment: str
     image_shape: tuple[int, int, int]
@@ -163,8 +162,8 @@ def _open_parent(sw: _Sweep, client, echo: Callable[[str], None]) -> str:
             return parent
     exp_id = experiment_id(client, sw.experiment, sw.tracking_uri)
     parent = create_run(client, exp_id, sw.spec, {"kind": "sweep", "metric": sw.metric}, {"mlflow.runName": sw.name})
-    write_json_atomically(record_path, {"parent_run_id": parent, "tracking_uri": sw.tracking_uri,
-                                        "created": time.time()})
+    record_path.write_text(json.dumps({"parent_run_id": parent, "tracking_uri": sw.tracking_uri,
+                                       "created": time.time()}, indent=2, sort_keys=True))
     echo(f"[genforge] sweep {sw.name}: parent MLflow run {parent} in experiment '{sw.experiment}'")
     return parent
 
@@ -177,7 +176,7 @@ def _trial_context(sw: _Sweep, parent: str, progress: Progress) -> dict[str, Any
         "sweep": sw.name,
         "tracking_uri": sw.tracking_uri,
         "experiment": sw.experiment,
-        "trial_storage": str(sw.storage / sw.name / "trials"),
+        "trial_storage": (sw.storage / sw.name / "trials").uri,
         "max_epochs": sw.spec.tune.max_epochs,
         "workers": sw.spec.tune.workers_per_trial,
         "metric": sw.metric,
@@ -241,14 +240,16 @@ def _conclude(sw: _Sweep, ctx: dict[str, Any], grid, client, parent: str, echo: 
                        best["objective"], rows)
 
 
-def _tuner(spec: Spec, trainable, entries, metric: str, storage: Path, sweep: str, concurrency: int):
+def _tuner(spec: Spec, trainable, entries, metric: str, storage: Location, sweep: str, concurrency: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    path = storage / sweep
-    if tune.Tuner.can_restore(str(path)):
-        return tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, restart_errored=False)
+    root, fs = storage.ray_storage()
+    path = (storage / sweep).ray_storage()[0]
+    if tune.Tuner.can_restore(path, storage_filesystem=fs):
+        return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=False,
+                                  storage_filesystem=fs)
     t = spec.tune
     if t.search == "optuna":
         import optuna
@@ -270,7 +271,8 @@ def _tuner(spec: Spec, trainable, entries, metric: str, storage: Path, sweep: st
         tune_config=tune.TuneConfig(metric=metric, mode=t.mode, search_alg=search, scheduler=scheduler,
                                     num_samples=t.num_samples, max_concurrent_trials=concurrency),
         # Tune's status table is Ray's own output: shown only when verbose.
-        run_config=tune.RunConfig(name=sweep, storage_path=str(storage), verbose=1 if verbose() else 0),
+        run_config=tune.RunConfig(name=sweep, storage_path=root, storage_filesystem=fs,
+                                  verbose=1 if verbose() else 0),
     )
 
 
@@ -282,11 +284,11 @@ def _finalize_best(spec: Spec, best: dict[str, Any], ctx: dict[str, Any], shape,
     if client.get_run(best["run_id"]).data.tags.get("genforge.model_uri"):
         return
     trial_spec = _trial_spec(ctx["base"], best["config"], best["trial_id"], ctx)
-    run_dir = Path(ctx["trial_storage"]) / trial_spec.name
+    run_dir = Location.parse(ctx["trial_storage"]) / trial_spec.name
     found = checkpoint.latest(run_dir)
     if found is None:
         raise RunError(f"best trial {best['trial_id']} left no checkpoint in {run_dir}")
-    plan = Plan(trial_spec, ctx["tracking_uri"], ctx["experiment"], Path(ctx["trial_storage"]), run_dir, shape,
-                num_classes)
+    plan = Plan(trial_spec, ctx["tracking_uri"], ctx["experiment"], Location.parse(ctx["trial_storage"]), run_dir,
+                shape, num_classes)
     echo(f"[genforge] logging the best trial's model ({best['trial_id']}, run {best['run_id']})")
     finalize_run(plan, client, best["run_id"], found)
