@@ -43,17 +43,13 @@ def ray_session(private_cache):
     """One local Ray instance for every test that trains (ray.init costs seconds)."""
     import ray
 
-    from genforge.ray_runtime import pinned_gcs_address
-
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    with pinned_gcs_address() as address:  # test_cluster.py runs a second Ray on this machine: see its docstring
-        ray.init(
-            num_cpus=2,
-            resources={"trial_driver": 8},
-            logging_level="warning",
-            runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "RAY_ADDRESS": address,
-                                      "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}},
-        )
+    ray.init(
+        num_cpus=2,
+        resources={"trial_driver": 8},
+        logging_level="warning",
+        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}},
+    )
     yield ray
     ray.shutdown()
 

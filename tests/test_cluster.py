@@ -246,18 +246,3 @@ def test_jobs_stop_lets_the_run_checkpoint_and_end_killed(cluster, team_server, 
     found = checkpoint.latest(shared / name)
     assert found is not None and found.meta["position"]["epoch"] < 500  # written at the stop, not by schedule
     assert job in job_ids(cluster)
-
-
-def test_workers_of_a_local_ray_find_their_own_cluster_beside_another(cluster, ray_session):
-    """With two Ray instances on one machine, an address-less state-API lookup in a worker fails ("Found multiple
-    active Ray instances"); Ray Train's placement-group cleaner makes one, and when it fails, trials Tune stops
-    keep their CPUs and a sweep stalls. genforge's local Ray (and the test session's) tells its workers the
-    address (ray_runtime.pinned_gcs_address)."""
-
-    @ray_session.remote(num_cpus=0)
-    def lookup() -> str:
-        from ray.util.state import list_nodes
-
-        return list_nodes(limit=1)[0].node_id
-
-    assert ray_session.get(lookup.remote(), timeout=60) == ray_session.get_runtime_context().get_node_id()

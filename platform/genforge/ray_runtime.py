@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 TRIAL_DRIVER = "trial_driver"  # custom resource that Tune trial drivers hold instead of CPUs (see tuning)
 VERBOSE_ENV = "GENFORGE_VERBOSE"
-GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # read by Ray when it starts a head node (ray._private.node)
 # Variables a Ray worker needs from the driver's environment (the runtime_env passes them to cluster nodes).
 _FORWARDED_ENV = ("GENFORGE_CACHE", VERBOSE_ENV, "GENFORGE_FAULTS")
 
@@ -102,45 +101,13 @@ def _init_ray() -> None:
     env_vars.update({k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ})
     # The dashboard stays on: Train's placement-group cleaner queries actor state through it.
     kwargs = {"logging_level": "warning", "log_to_driver": verbose(), "runtime_env": {"env_vars": env_vars}}
-    if not local:
-        ray.init(**kwargs)
-        return
     try:
-        # A local cluster we start ourselves gets the custom resource Tune trial drivers hold, and a known address.
-        with pinned_gcs_address() as address:
-            ray.init(**{**kwargs, "runtime_env": {"env_vars": {**env_vars, "RAY_ADDRESS": address}}},
-                     resources={TRIAL_DRIVER: 64})
-    except ValueError as exc:  # ray.init found an existing cluster (`ray start` here): it takes no resources
+        # A local cluster we start ourselves gets the custom resource Tune trial drivers hold.
+        ray.init(**kwargs, **({"resources": {TRIAL_DRIVER: 64}} if local else {}))
+    except ValueError as exc:  # ray.init found an existing cluster: it takes no resources
         if "existing cluster" not in str(exc):
             raise
         ray.init(**kwargs)
-
-
-@contextlib.contextmanager
-def pinned_gcs_address() -> Iterator[str]:
-    """For the `ray.init` inside the block: a free port for the new cluster's GCS, and its address, which the
-    caller gives every worker as RAY_ADDRESS.
-
-    Ray Train's placement-group cleaner (a detached actor) asks the state API whether its controller is alive,
-    without an address. With a second Ray running on the machine (a `ray start` cluster, another user's run)
-    that lookup fails ("Found multiple active Ray instances"), the cleaner dies, and every trial Tune stops
-    early keeps its CPUs reserved: the sweep stalls. With RAY_ADDRESS set, the lookup finds its own cluster."""
-    import socket
-
-    import ray
-
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    previous = os.environ.get(GCS_PORT_ENV)
-    os.environ[GCS_PORT_ENV] = str(port)
-    try:
-        yield f"{ray.util.get_node_ip_address()}:{port}"
-    finally:
-        if previous is None:
-            os.environ.pop(GCS_PORT_ENV, None)
-        else:
-            os.environ[GCS_PORT_ENV] = previous
 
 
 def run_on_ray(fn: Callable[[], T]) -> T:
