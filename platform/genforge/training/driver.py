@@ -216,8 +216,8 @@ def _fit(
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
         run_config=RunConfig(
             name=p.spec.name,
-            storage_path=p.storage_path.ray_storage()[0],
-            storage_filesystem=p.storage_path.ray_storage()[1],
+            storage_path=p.storage_path.path,
+            storage_filesystem=None if p.storage_path.is_local else p.storage_path.fs,
             failure_config=FailureConfig(max_failures=t.max_failures),
             # Ray always keeps the latest checkpoint; the others kept are the best by validation score.
             checkpoint_config=CheckpointConfig(

@@ -246,7 +246,7 @@ def _tuner(spec: Spec, trainable, entries, metric: str, storage: Location, sweep
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     root, fs = storage.ray_storage()
-    path = (storage / sweep).ray_storage()[0]
+    path = (storage / sweep).path
     if tune.Tuner.can_restore(path, storage_filesystem=fs):
         return tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, restart_errored=False,
                                   storage_filesystem=fs)
