@@ -26,3 +26,21 @@ test: lint
 
 clean:
 	rm -rf mlflow.db mlartifacts mlruns genforge_runs
+
+# `make bench`: the speed benchmarks (under 20 minutes on 2 cores); `make bench-quality`: train the shipped specs and
+# record what their models score (longer). Both write benchmarks/results/latest.json and latest.md. The `bench` extra
+# (torchmetrics, prdc: the reference implementations) is installed once, beside the project.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quality
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+bench-quality: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --only quality $(BENCH_ARGS)

@@ -13,6 +13,7 @@ from evaluation.inception_score import inception_score
 from evaluation.kid import kid
 from evaluation.likelihood import bits_per_dim, iw_nll
 from evaluation.prdc import density_coverage, precision_recall
+from evaluation.recognition import per_label_accuracy, recognisable, worst_label_accuracy
 from evaluation.stats import FeatureStats, feature_stats
 
 __all__ = [
@@ -29,8 +30,11 @@ __all__ = [
     "kid",
     "mean_pairwise_distance",
     "mse",
+    "per_label_accuracy",
     "per_class_pairwise_distance",
     "precision_recall",
     "psnr",
+    "recognisable",
     "ssim",
+    "worst_label_accuracy",
 ]

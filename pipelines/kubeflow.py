@@ -140,18 +140,20 @@ def register(spec_text: str, overrides: list, run_id: str,
 
 def promote(spec_text: str, overrides: list, model_name: str, version: int, tracking_uri: str
             ) -> NamedTuple("Outputs", [("promoted", bool), ("reason", str), ("champion_uri", str)]):
-    """Move the spec's alias to this version only if it beats the holder under the same protocol."""
+    """Move the spec's alias to this version only if it meets the spec's gates and beats the holder under the same
+    protocol."""
     import yaml
 
     import genforge
     from genforge.config import spec_from_dict
+    from genforge.model_registry.gates import gates_from_mapping
 
     p = spec_from_dict(yaml.safe_load(spec_text), overrides).promote
     d = genforge.promote(model_name, version=version, alias=p.alias, metric=p.metric, mode=p.mode,
-                         min_improvement=p.min_improvement, tracking_uri=tracking_uri)
+                         min_improvement=p.min_improvement, gates=gates_from_mapping(p.gates),
+                         tracking_uri=tracking_uri)
     print(f"[genforge] {'PROMOTED' if d.promoted else 'not promoted'}: {d.reason}")
-    holds = d.promoted or d.previous == d.candidate
-    return (d.promoted, d.reason, f"models:/{d.name}@{d.alias}" if holds else "")
+    return (d.promoted, d.reason, f"models:/{d.name}@{d.alias}" if d.holds_alias else "")
 
 
 COMPONENTS: dict[str, Callable] = {"train": train, "tune": tune, "evaluate": evaluate, "register": register,

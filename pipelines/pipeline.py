@@ -2,7 +2,7 @@
 
 (train | tune) -> evaluate -> register -> promote. Each stage is safe to re-run: training and sweeps
 resume or find nothing to do, an evaluated run is not evaluated again (unless forced), registering a
-registered run returns its version, and promotion re-checks the evidence under the lock.
+registered run returns its version, and promotion re-checks the evidence (and the spec's `promote.gates`).
 """
 
 from __future__ import annotations
@@ -43,12 +43,17 @@ def _train(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str]
 
 
 def _tune(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    """The sweep; its `best_run_id` goes on: the best trial, or with `tune.retrain_epochs` the best trial's
+    configuration retrained to that budget (a run of its own; the leaderboard keeps ranking the trials)."""
     sweep = genforge.tune(spec, echo=echo)
     result.run_id, result.best_config, result.sweep_parent_run_id = (
         sweep.best_run_id,
         sweep.best_config,
         sweep.parent_run_id,
     )
+    if sweep.retrained_status not in (None, "FINISHED"):  # train.time_limit_s stopped the retrain
+        result.stopped = (f"retraining the best trial {sweep.retrained_status} at epoch {sweep.retrained_epochs} "
+                          f"of {spec.tune.retrain_epochs}")
 
 
 def _evaluate(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
@@ -70,19 +75,17 @@ def _register(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[s
 
 
 def _promote(spec: Spec, result: PipelineResult, force: bool, echo: Callable[[str], None]) -> None:
+    """Promote under the spec's gates. A failed gate is a decision, not an error: the version stays registered, the
+    alias stays where it was, and the result says which gate failed with which value (exit 0)."""
+    from genforge.model_registry.gates import gates_from_mapping
+
     p = spec.promote
-    decision = genforge.promote(
-        result.registered["name"],
-        version=result.registered["version"],
-        alias=p.alias,
-        metric=p.metric,
-        mode=p.mode,
-        min_improvement=p.min_improvement,
-        tracking_uri=result.tracking_uri,
-    )
+    decision = genforge.promote(result.registered["name"], version=result.registered["version"], alias=p.alias,
+                                metric=p.metric, mode=p.mode, min_improvement=p.min_improvement,
+                                gates=gates_from_mapping(p.gates), tracking_uri=result.tracking_uri)
     result.promotion = decision.to_dict()
     echo(f"[genforge] {'PROMOTED' if decision.promoted else 'not promoted'}: {decision.reason}")
-    if decision.promoted or decision.previous == decision.candidate:
+    if decision.holds_alias:
         result.champion_uri = f"models:/{decision.name}@{decision.alias}"
 
 

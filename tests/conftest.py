@@ -55,6 +55,22 @@ def ray_session(private_cache):
 
 
 @pytest.fixture(scope="session")
+def moto_s3():
+    """(URI query of connection options, pyarrow filesystem) of a fresh moto S3 server on loopback: the real S3
+    protocol over HTTP, only the server a stand-in. Each test module creates its own bucket."""
+    from moto.server import ThreadedMotoServer
+    from pyarrow.fs import S3FileSystem
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    fs = S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                      allow_bucket_creation=True)
+    yield f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1", fs
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def store(tmp_path_factory) -> Path:
     """Directory of the session's MLflow SQLite store (checkpoints go beside it)."""
     return tmp_path_factory.mktemp("store")

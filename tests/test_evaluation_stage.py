@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES, tiny_spec
+from fakes import PixelExtractor
 
 from evaluation.extractors import FeatureExtractor
 
@@ -227,28 +228,6 @@ def test_the_report_agrees_with_its_protocol_and_its_own_numbers(evaluated, clie
     accuracies = [v["accuracy"] for v in report["per_class"].values()]
     assert report["metrics"]["cond_accuracy"] == pytest.approx(np.mean(accuracies))  # 10 equal-sized label groups
     assert report["model_artifact"] == client.get_run(result.run_id).data.tags["genforge.model_artifact"]
-
-
-class PixelExtractor:
-    """A FeatureExtractor that needs no training: fixed random projections of the pixels (16-d features) and of
-    those features (class logits). `dataset_classes` is decided by the test, not by the extractor."""
-
-    name, content_hash = "pixels", "pixels-seed0"
-
-    def __init__(self, pixels: int, num_classes: int) -> None:
-        gen = torch.Generator().manual_seed(0)
-        self.w = torch.randn(pixels, 16, generator=gen, dtype=torch.float64)
-        self.head = torch.randn(16, num_classes, generator=gen, dtype=torch.float64)
-
-    def features(self, images: torch.Tensor) -> np.ndarray:
-        return (images.flatten(1).double() @ self.w).numpy()
-
-    def probs(self, images: torch.Tensor) -> np.ndarray:
-        return self.features_and_probs(images)[1]
-
-    def features_and_probs(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        feats = self.features(images)
-        return feats, torch.softmax(torch.from_numpy(feats) @ self.head, dim=1).numpy()
 
 
 @pytest.fixture(scope="module")

@@ -213,6 +213,38 @@ class TestScoresAndDiversity:
         assert ev.bits_per_dim(math.log(2) * 784, 784) == pytest.approx(1.0)
 
 
+class TestRecognition:
+    """recognisable and the worst label's accuracy on hand-built probabilities, against their closed forms."""
+
+    def test_recognisable_closed_forms(self):
+        assert ev.recognisable(np.eye(10)[np.arange(100) % 10]) == 1.0  # one-hot: every sample certain
+        assert ev.recognisable(np.full((100, 10), 0.1)) == 0.0  # uniform: none
+        # max probabilities 0.95, 0.9 (the threshold counts), 0.89, 0.5: two of four
+        rows = [[0.95, 0.05], [0.9, 0.1], [0.11, 0.89], [0.5, 0.5]]
+        assert ev.recognisable(np.array(rows)) == 0.5
+        assert ev.recognisable(np.array(rows), threshold=0.5) == 1.0
+        rng = np.random.default_rng(3)
+        p = rng.dirichlet(np.full(10, 0.2), size=1000)
+        assert ev.recognisable(p, 0.7) == pytest.approx(np.mean(p.max(1) >= 0.7))
+
+    def test_recognisable_rejects_what_is_not_a_distribution(self):
+        with pytest.raises(ev.MetricInputError, match="probability distributions"):
+            ev.recognisable(np.array([[0.7, 0.7]]))
+        with pytest.raises(ev.MetricInputError, match="threshold"):
+            ev.recognisable(np.array([[0.5, 0.5]]), threshold=0.0)
+
+    def test_worst_label_accuracy(self):
+        labels = np.repeat(np.arange(3), 4)  # 4 samples asked for each of labels 0, 1, 2
+        predicted = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 0, 0, 0])  # accuracies 1, 3/4, 1/4
+        assert ev.per_label_accuracy(predicted, labels) == {0: 1.0, 1: 0.75, 2: 0.25}
+        assert ev.worst_label_accuracy(predicted, labels) == 0.25
+        assert ev.worst_label_accuracy(labels, labels) == 1.0
+        # a model that draws one class whatever it is asked: every other label at 0
+        assert ev.worst_label_accuracy(np.zeros(100, dtype=int), np.arange(100) % 10) == 0.0
+        with pytest.raises(ev.MetricInputError, match="equal 1-D"):
+            ev.worst_label_accuracy(np.zeros(3), np.zeros(4))
+
+
 def test_both_extractors_satisfy_the_extractor_protocol():
     """The runner calls features_and_probs through the Protocol: both extractors must provide it."""
     import torch

@@ -68,11 +68,15 @@ def test_vae_loss_parts_match_closed_forms():
     torch.testing.assert_close(-vae.log_likelihood(x, logits), bce, rtol=1e-4, atol=1e-4)
 
 
-def test_gaussian_likelihood_is_a_normalised_density():
+def test_gaussian_likelihood_is_the_bin_mass_of_8bit_pixels():
+    """Discretised Gaussian (Salimans et al. 2017): log of Phi((x + h - mu) / s) - Phi((x - h - mu) / s), h = 1/510."""
+    from scipy.stats import norm
+
     vae = VAE((1, 8, 8), latent_dim=2, width=8, likelihood="gaussian")
-    x = torch.full((1, 1, 8, 8), 0.25)
+    x = torch.full((1, 1, 8, 8), 64 / 255)
     logits = torch.zeros(1, 1, 8, 8)  # mean 0.5, sigma 1
-    expected = 64 * (-0.5 * 0.25**2 - 0.5 * math.log(2 * math.pi))
+    h = 0.5 / 255
+    expected = 64 * math.log(norm.cdf(64 / 255 + h - 0.5) - norm.cdf(64 / 255 - h - 0.5))
     assert math.isclose(float(vae.log_likelihood(x, logits).detach()), expected, rel_tol=1e-6)
 
 

@@ -11,20 +11,11 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def s3():
-    """(storage URI, pyarrow filesystem) of a bucket on a fresh moto server."""
-    from moto.server import ThreadedMotoServer
-    from pyarrow.fs import S3FileSystem
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    options = f"endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
-    fs = S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                      allow_bucket_creation=True)
+def s3(moto_s3):
+    """(storage URI, pyarrow filesystem) of the bucket "genforge" on the session's moto server."""
+    options, fs = moto_s3
     fs.create_dir("genforge")
-    yield f"s3://genforge/runs?{options}", fs
-    server.stop()
+    return f"s3://genforge/runs?{options}", fs
 
 
 def _files(fs, prefix: str) -> set[str]:

@@ -19,6 +19,24 @@ def test_shipped_specs_validate(path):
     assert spec.name and spec.stages
 
 
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_shipped_specs_gate_promotion_on_metrics_their_evaluation_measures(path):
+    """Every spec gates on the FID ratio; conditional ones on the worst label's accuracy; metrics read off the
+    classifier only where its classes are the dataset's (a gate on a metric never measured would never pass)."""
+    from genforge.model_registry.gates import gates_from_mapping
+    from genforge.model_registry.promotion import METRIC_DIRECTION
+
+    spec = load_spec(path)
+    gates = {g.metric: g for g in gates_from_mapping(spec.promote.gates)}
+    assert "fid_ratio" in gates and gates["fid_ratio"].op in ("<=", "<")
+    for g in gates.values():  # each gate asks for the better side of its metric
+        assert g.op in (("<=", "<") if METRIC_DIRECTION[g.metric] == "min" else (">=", ">")), g
+    if spec.model.family in ("cgan", "cvae"):
+        assert "cond_accuracy_min" in gates
+    if spec.evaluate.extractor != "domain":
+        assert not {"recognisable", "class_coverage", "cond_accuracy_min", "cond_accuracy"} & set(gates)
+
+
 def test_quickstart_is_the_demo():
     spec = load_spec(SPEC_DIR / "quickstart.yaml")
     assert spec.model.family == "vae" and spec.data.dataset == "mnist5k" and spec.train.workers == 2

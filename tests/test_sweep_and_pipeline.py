@@ -3,8 +3,10 @@ registration, promotion, generation from @champion in a fresh process, and safe 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import tiny_spec
@@ -67,6 +69,8 @@ def test_registered_and_promoted(pipeline, client):
     v = client.get_model_version("digits-vae-test", str(result.registered["version"]))
     assert v.tags["protocol_hash"] == client.get_run(result.run_id).data.tags["genforge.eval.protocol_hash"]
     assert float(v.tags["fid"]) == pytest.approx(client.get_run(result.run_id).data.metrics["fid"])
+    for key in ("fid_floor", "kid_floor", "fid_ratio", "recognisable"):  # the floor and quality metrics flow too
+        assert float(v.tags[key]) == pytest.approx(result.metrics[key]), key
     assert result.promotion["promoted"] and result.champion_uri == "models:/digits-vae-test@champion"
 
 
@@ -140,3 +144,68 @@ def test_a_crashing_and_a_diverging_trial_fail_and_the_sweep_picks_the_best(
         assert client.get_run(by_lr[lr]["run_id"]).info.status == "FAILED"
     assert by_lr[2e-3]["status"] == "FINISHED" and result.best_run_id == by_lr[2e-3]["run_id"]
     assert client.get_run(result.best_run_id).data.tags.get("genforge.model_uri")  # the winner's model is logged
+
+
+@pytest.fixture(scope="module")
+def retrained(ray_session, tracking_uri):
+    """A pipeline whose 1-epoch trials are followed by a 2-epoch retrain of the winner (tune.retrain_epochs)."""
+    import pipelines
+    from genforge.config import spec_from_dict
+
+    spec = _pipeline_spec("sweepy-retrain", tracking_uri, num_samples=2, max_epochs=1, scheduler="none",
+                          retrain_epochs=2)
+    spec["stages"] = ["tune", "evaluate", "register"]
+    spec["register"] = {"model_name": "digits-vae-retrain-test"}
+    lines: list[str] = []
+    spec = spec_from_dict(spec)
+    return spec, pipelines.run(spec, echo=lines.append), lines
+
+
+def test_retrain_epochs_must_be_positive():
+    from genforge.config import spec_from_dict
+    from genforge.errors import SpecError
+
+    assert spec_from_dict(tiny_spec("r")).tune.retrain_epochs is None  # off by default
+    with pytest.raises(SpecError, match="retrain_epochs"):
+        spec_from_dict({**tiny_spec("r"), "tune": {"retrain_epochs": 0}})
+
+
+def test_retrain_trains_the_winner_to_its_budget_and_registers_it(retrained, client):
+    spec, result, lines = retrained
+    parent = client.get_run(result.sweep_parent_run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trials = [c for c in children if "genforge.retrain_of" not in c.data.tags]
+    assert len(trials) == 2 and len(children) == 3
+    run = client.get_run(result.run_id)
+    best_trial = parent.data.tags["genforge.best_trial_run_id"]
+    assert best_trial in {t.info.run_id for t in trials} and result.run_id not in {t.info.run_id for t in trials}
+    # The retrained run: the winner's configuration, its own run nested under the sweep, trained for 2 epochs.
+    assert run.data.tags["genforge.retrain_of"] == best_trial
+    assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert parent.data.tags["genforge.retrained_run_id"] == parent.data.tags["genforge.best_run_id"] == result.run_id
+    trial_params = client.get_run(best_trial).data.params
+    for key in ("train.lr", "model.latent_dim"):
+        assert run.data.params[key] == trial_params[key] and float(run.data.params[key]) == result.best_config[key]
+    assert run.info.status == "FINISHED" and run.data.tags["genforge.finalized_epochs"] == "2"
+    assert max(m.value for m in client.get_metric_history(result.run_id, "epoch")) == 2
+    # The leaderboard still ranks the two 1-epoch trials, not the retrained run.
+    rows = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep/leaderboard.json")).read_text())
+    assert len(rows) == 2 and {r["epochs"] for r in rows} == {1} and rows[0]["run_id"] == best_trial
+    # What was evaluated and registered is the retrained run.
+    assert "fid" in result.metrics and result.registered["run_id"] == result.run_id
+    assert any(line.startswith("[genforge] retrain: best trial ") and "for 2 epochs" in line for line in lines)
+
+
+def test_rerun_reuses_the_retrained_run(retrained, client):
+    import pipelines
+
+    spec, first, _ = retrained
+    lines: list[str] = []
+    again = pipelines.run(spec, echo=lines.append)
+    assert again.run_id == first.run_id and "evaluate" in again.skipped
+    assert again.registered["version"] == first.registered["version"]
+    assert any("already trained 2 epochs; nothing to do" in line for line in lines), lines
+    run = client.get_run(first.run_id)
+    retrains = client.search_runs([run.info.experiment_id],
+                                  f"tags.`genforge.retrain_of` = '{run.data.tags['genforge.retrain_of']}'")
+    assert [r.info.run_id for r in retrains] == [first.run_id]  # no second retrain

@@ -24,6 +24,17 @@ def register(
     emit(v, as_json, f"{v.name} version {v.version}: fid {v.fid} +- {v.fid_std} ({v.protocol}); {v.uri}")
 
 
+def _parse_gates(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list:
+    """--gate texts as Gates, parsed before anything is read or written (a malformed one: one line, exit 2)."""
+    from genforge.errors import SpecError
+    from genforge.model_registry.gates import parse_gate
+
+    try:
+        return [parse_gate(v) for v in values]
+    except SpecError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @click.command()
 @click.argument("model_name")
 @click.option("--version", type=click.IntRange(min=1), help="Candidate version (default: the latest).")
@@ -33,22 +44,23 @@ def register(
     "--mode", type=click.Choice(["min", "max"]), help="Better when lower or higher (default: the metric's own)."
 )
 @click.option("--min-improvement", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--gate", "gates", multiple=True, metavar="METRIC<=VALUE", callback=_parse_gates,
+              help="A requirement on the candidate's own metrics (also >=, <, >, ==), e.g. --gate fid_ratio<=20 "
+              "(repeatable); a version that fails one stays registered and is not promoted.")
 @tracking_option
 @json_option
-def promote(model_name, version, alias, metric, mode, min_improvement, tracking_uri, as_json) -> None:
-    """Move ALIAS to a version only if it beats the current holder under the same protocol by more than
-    --min-improvement and the measured noise. Concurrent promotions are serialised."""
+def promote(model_name, version, alias, metric, mode, min_improvement, gates, tracking_uri, as_json) -> None:
+    """Move ALIAS to a version only if it meets every --gate and beats the current holder under the same protocol
+    by more than --min-improvement and the measured noise. Concurrent promotions converge on the best version.
+
+    \b
+    Example:
+      genforge promote mnist5k-vae --gate fid_ratio<=20 --gate recognisable>=0.5
+    """
     import genforge
 
-    d = genforge.promote(
-        model_name,
-        version=version,
-        alias=alias,
-        metric=metric,
-        mode=mode,
-        min_improvement=min_improvement,
-        tracking_uri=tracking_uri,
-    )
+    d = genforge.promote(model_name, version=version, alias=alias, metric=metric, mode=mode,
+                         min_improvement=min_improvement, gates=gates, tracking_uri=tracking_uri)
     emit(
         d, as_json, f"{model_name} v{d.candidate} @{alias}: {'PROMOTED' if d.promoted else 'not promoted'}. {d.reason}"
     )

@@ -76,7 +76,10 @@ def tune(spec_path: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Sweep the hyperparameters in SPEC's `tune` section with Ray Tune (Optuna TPE + ASHA by default).
 
     Each trial trains the spec with its sampled values as a child MLflow run of the sweep's parent run;
-    the parent holds the leaderboard. Re-running the same command resumes an interrupted sweep.
+    the parent holds the leaderboard. With tune.retrain_epochs set, the best trial's configuration is then
+    trained from scratch for that many epochs as its own run (also a child of the parent, tagged
+    genforge.retrain_of), and that run is the result (`best_run_id` in --json). Re-running the same command
+    resumes an interrupted sweep or retrain, and reuses a finished one.
 
     \b
     Example:
@@ -107,8 +110,13 @@ def _print_leaderboard(result) -> None:
                       str(r["epochs"]), obj, *values)
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     click.echo(
-        f"best: run {result.best_run_id} {result.metric}={result.best_objective:.4f} config={result.best_config}"
+        f"best: run {result.best_trial_run_id or result.best_run_id} {result.metric}={result.best_objective:.4f} "
+        f"config={result.best_config}"
     )
+    if result.retrained_run_id:
+        objective = "-" if result.retrained_objective is None else f"{result.retrained_objective:.4f}"
+        click.echo(f"retrained: run {result.retrained_run_id} ({result.retrained_status}, {result.retrained_epochs} "
+                   f"epochs) {result.metric}={objective}: the run to evaluate and register")
     click.echo(f"parent run: {result.parent_run_id} (leaderboard under its 'sweep/' artifacts)")
 
 

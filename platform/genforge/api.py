@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # only for annotations: importing these costs torch, Ray or M
     from genforge.artifacts import LoadedModel
     from genforge.config import Spec
     from genforge.evaluator.run_evaluation import EvaluationResult
+    from genforge.model_registry.gates import Gate
     from genforge.model_registry.promotion import Decision, Rollback
     from genforge.model_registry.versions import RegisteredVersion
     from genforge.training.driver import TrainResult
@@ -102,15 +103,19 @@ def register(run_id: str, *, name: str | None = None, overrides: Sequence[str] =
 
 
 def promote(name: str, *, version: int | None = None, alias: str = "champion", metric: str = "fid",
-            mode: str | None = None, min_improvement: float = 0.0, tracking_uri: str | None = None) -> "Decision":
-    """Move `alias` to `version` (default: the latest) only if it beats the holder; see `genforge promote`.
-    `mode` (min or max) defaults to the metric's known direction."""
+            mode: str | None = None, min_improvement: float = 0.0, gates: "Sequence[str | Gate]" = (),
+            tracking_uri: str | None = None) -> "Decision":
+    """Move `alias` to `version` (default: the latest) only if it meets every gate (e.g. "fid_ratio<=20", see
+    model_registry/gates.py) and beats the holder; see `genforge promote`. `mode` (min or max) defaults to the
+    metric's known direction. A failed gate is a decision (`failed_gates`), not an error."""
+    from genforge.model_registry.gates import parse_gate
     from genforge.model_registry.promotion import promote as decide
     from genforge.names import check_alias, check_name
 
     check_name(name, "MODEL_NAME")
     check_alias(alias)
-    return decide(_store(tracking_uri), name, version, alias, metric, mode, min_improvement)
+    parsed = [g if not isinstance(g, str) else parse_gate(g) for g in gates]
+    return decide(_store(tracking_uri), name, version, alias, metric, mode, min_improvement, gates=parsed)
 
 
 def rollback(name: str, *, alias: str = "champion", metric: str = "fid", tracking_uri: str | None = None

@@ -42,6 +42,12 @@ class DataConfig(_Section):
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share held out for validation.")
     test_fraction: float = Field(0.1, ge=0.0, lt=0.5, description="Share held out for test (if no official split).")
     split_seed: int = Field(0, description="Seed of the deterministic train/val/test split.")
+    streaming: bool = Field(
+        False,
+        description="`imagefolder` only: stream images through Ray Data (each rank reads its shard with "
+        "ray.train.get_dataset_shard) instead of decoding the whole folder in every process; for folders that "
+        "outgrow memory. `root` may then be a path or a URI pyarrow opens (s3://bucket/images).",
+    )
 
 
 class ModelConfig(_Section):
@@ -49,7 +55,11 @@ class ModelConfig(_Section):
     latent_dim: int = Field(32, ge=1, description="Size of z.")
     beta: float = Field(1.0, ge=0.0, description="KL weight of the VAE objective (beta-VAE).")
     width: int = Field(32, ge=4, description="Channels of the first conv layer; doubles per resolution.")
-    likelihood: Literal["bernoulli", "gaussian"] = Field("bernoulli", description="VAE decoder likelihood.")
+    likelihood: Literal["bernoulli", "gaussian", "laplace"] = Field(
+        "bernoulli",
+        description="VAE decoder likelihood: bernoulli (cross-entropy on binarised data), gaussian (MSE) or "
+        "laplace (L1); the continuous ones are scored as discretised likelihoods of the 8-bit data.",
+    )
     gan_loss: Literal["nonsaturating", "hinge"] = Field("nonsaturating", description="Adversarial loss.")
     ema_decay: float = Field(
         0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling (the decay at full length)."
@@ -84,6 +94,25 @@ class TrainConfig(_Section):
     batch_size: int = Field(64, ge=1, description="Global batch; split evenly across workers.")
     lr: float = Field(1e-3, gt=0.0, description="Learning rate (G's for GANs).")
     lr_d: float | None = Field(None, gt=0.0, description="D's learning rate for GANs (default: lr).")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Optimizer (G's for GANs).")
+    optimizer_d: Literal["adam", "adamw", "sgd", "rmsprop"] | None = Field(
+        None, description="D's optimizer for GANs (default: optimizer)."
+    )
+    beta1: float | None = Field(
+        None, ge=0.0, lt=1.0,
+        description="Adam/AdamW beta1 (default: 0.5 for GANs as in DCGAN, 0.9 otherwise); "
+        "decides whether a GAN trains.",
+    )
+    beta2: float = Field(0.999, gt=0.0, lt=1.0, description="Adam/AdamW beta2 (RMSprop's alpha).")
+    beta1_d: float | None = Field(None, ge=0.0, lt=1.0, description="D's beta1 for GANs (default: beta1).")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="SGD/RMSprop momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (sgd with momentum > 0).")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw).")
+    grad_clip: float | None = Field(None, gt=0.0, description="Clip the global gradient norm to this (None = off).")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Learning-rate schedule over the run's steps (cosine decays to 0 at the last step)."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps before the schedule.")
     workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker, bf16 autocast.")
     seed: int = Field(0, description="Seed of weights, noise and shuffling.")
@@ -124,6 +153,12 @@ class TrainConfig(_Section):
                 what = ", ".join(sorted(secret)) or "a password"
                 raise ValueError(f"storage_path: the URI carries a credential ({what}); give it to every node's "
                                  "environment instead (AWS_ACCESS_KEY_ID, GOOGLE_APPLICATION_CREDENTIALS, ...)")
+        return self
+
+    @model_validator(mode="after")
+    def _check_optimizer(self) -> "TrainConfig":
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum <= 0):
+            raise ValueError("nesterov: needs optimizer: sgd and momentum > 0")
         return self
 
     @model_validator(mode="after")
@@ -192,6 +227,12 @@ class TuneConfig(_Section):
     workers_per_trial: int = Field(1, ge=1, description="Ray Train workers of each trial.")
     max_concurrent_trials: int | None = Field(None, ge=1, description="Default: what the cluster's CPUs/GPUs allow.")
     max_epochs: int = Field(3, ge=1, description="Per-trial budget (ASHA may stop a trial earlier).")
+    retrain_epochs: int | None = Field(
+        None, ge=1,
+        description="After the sweep, train the best trial's configuration from scratch for this many epochs as its "
+        "own run (`{name}-{trial_id}-retrain`, nested under the sweep's parent run), which then goes on to evaluation "
+        "and registration instead of the short trial; unset: the best trial itself goes on.",
+    )
     search: Literal["optuna", "random"] = Field("optuna", description="Search algorithm (Optuna TPE or random).")
     scheduler: Literal["asha", "none"] = Field("asha", description="Early stopping.")
     grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial may be stopped.")
@@ -236,10 +277,26 @@ class PromoteConfig(_Section):
         None, description="Lower (min) or higher (max) is better; default: the metric's own direction."
     )
     min_improvement: float = Field(0.0, ge=0.0, description="Required margin beyond the measured noise.")
+    gates: dict[str, str] = Field(
+        default_factory=dict,
+        description="Absolute requirements a candidate must meet to hold the alias, e.g. "
+        "{fid_ratio: '<= 20', cond_accuracy_min: '>= 0.9'}; a failed gate leaves the version registered, unpromoted.",
+    )
 
     @model_validator(mode="after")
     def _check_alias(self) -> "PromoteConfig":
         _as_value_error(check_alias, self.alias, "alias")
+        return self
+
+    @model_validator(mode="after")
+    def _check_gates(self) -> "PromoteConfig":
+        from genforge.model_registry.gates import parse_gate
+
+        for key, condition in self.gates.items():
+            try:
+                parse_gate(f"{key}{condition}")
+            except SpecError as exc:
+                raise ValueError(f"gates.{key}: {exc}") from None
         return self
 
 
@@ -280,6 +337,9 @@ class Spec(_Section):
     def _check_cross(self) -> "Spec":
         if self.data.dataset != "imagefolder" and (self.data.image_size or self.data.channels):
             raise ValueError("data.image_size/data.channels apply to data.dataset=imagefolder only")
+        if self.data.streaming and self.data.dataset != "imagefolder":
+            raise ValueError("data.streaming: applies to data.dataset=imagefolder only "
+                             "(the bundled sets fit in memory)")
         st = self.stages
         if "train" in st and "tune" in st:
             raise ValueError("stages: use train or tune, not both")

@@ -39,6 +39,8 @@ PATTERNS: dict[str, PatternInfo] = {
         search_space={
             "train.lr": {"loguniform": (5e-5, 1e-3)},
             "train.lr_d": {"loguniform": (5e-5, 1e-3)},
+            # Adam's beta1 often decides whether a GAN trains at all: 0 (no momentum) to 0.5 (DCGAN) to 0.9 (Adam's).
+            "train.beta1": {"choice": [0.0, 0.5, 0.9]},
             "model.latent_dim": {"choice": [32, 64, 128]},
         },
     ),

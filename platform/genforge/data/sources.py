@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from genforge.data.images import decode_image
 from genforge.data.splits import RawSource
 from genforge.errors import SpecError
 
@@ -65,27 +66,17 @@ def _torchvision(kind: str, num_classes: int) -> Callable:
 
 
 def _imagefolder(cfg) -> RawSource:
-    """One sub-folder per class (torchvision ImageFolder), resized and centre-cropped to a square."""
-    import torchvision.transforms.v2 as T
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.datasets import ImageFolder
+    """One sub-folder per class (torchvision ImageFolder), resized and centre-cropped to a square, decoded whole.
+    Folders that outgrow memory stream instead (`data.streaming`, data/streaming.py) from the same listing."""
+    from genforge.data.streaming import index_folder
 
     root = _require_root(cfg)
     size, channels = cfg.image_size or 64, cfg.channels or 3
-    try:
-        folder = ImageFolder(str(root), loader=lambda p: p)  # paths only; decode below with clear errors
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise SpecError(f"data.root: no images in {root}: {exc}") from None
-    to_tensor = T.Compose([T.Resize(size, antialias=True), T.CenterCrop(size), T.PILToTensor()])
-    images = torch.empty((len(folder.samples), channels, size, size), dtype=torch.uint8)
-    for i, (path, _) in enumerate(folder.samples):
-        try:
-            with Image.open(path) as img:
-                images[i] = to_tensor(img.convert("L" if channels == 1 else "RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise SpecError(f"data.root: unreadable image {path}: {exc}") from None
-    labels = torch.tensor([label for _, label in folder.samples], dtype=torch.int64)
-    return RawSource("imagefolder", images, labels, len(folder.classes))
+    index = index_folder(str(root))
+    images = torch.empty((len(index.paths), channels, size, size), dtype=torch.uint8)
+    for i, path in enumerate(index.paths):
+        images[i] = decode_image(path, size, channels)
+    return RawSource("imagefolder", images, torch.from_numpy(index.labels), len(index.classes))
 
 
 LOADERS: dict[str, Callable] = {

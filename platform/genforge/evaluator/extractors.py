@@ -48,6 +48,19 @@ def domain_from_files(files: dict[str, bytes], device: str | torch.device = "cpu
     return extractor, meta
 
 
+STREAMED_CLASSIFIER_IMAGES = 20_000  # a streamed folder's domain classifier trains on this many images at most
+
+
+def _classifier_rows(split) -> torch.Tensor:
+    """The rows the domain classifier is trained or tested on: all of an in-memory split; of a streamed folder's
+    (data.streaming), the first STREAMED_CLASSIFIER_IMAGES of the split's seeded order, so evaluating a folder too
+    large for memory never decodes all of it at once."""
+    from genforge.data.streaming import StreamedSplit
+
+    n = min(len(split), STREAMED_CLASSIFIER_IMAGES) if isinstance(split, StreamedSplit) else len(split)
+    return torch.arange(n)
+
+
 def domain_extractor(
     data: ImageSplits, epochs: int, echo: Callable[[str], None] = print
 ) -> tuple[DomainExtractor, dict, Path]:
@@ -56,8 +69,8 @@ def domain_extractor(
     if not (final / "meta.json").is_file():
         echo(f"[genforge] training the domain feature extractor for {data.name} ({epochs} epochs, cached in {final})")
         t0 = time.perf_counter()
-        tx, ty = data.train.batch(torch.arange(len(data.train)))
-        vx, vy = data.test.batch(torch.arange(len(data.test)))
+        tx, ty = data.train.batch(_classifier_rows(data.train))
+        vx, vy = data.test.batch(_classifier_rows(data.test))
         model, accuracy = train_domain_classifier(tx, ty, vx, vy, data.num_classes, epochs=epochs, seed=DOMAIN_SEED)
         tmp = staging_dir(final)
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "weights.safetensors")

@@ -1,11 +1,24 @@
 """Compute every metric that applies to a model's family under one protocol.
 
+Every evaluation also reports its floor: what real images score. `fid_floor` and `kid_floor` are FID and KID of
+n = min(evaluate.samples, held-out size) real held-out images (the test split, else val; never the reference's
+own images) against the same reference. FID is biased upward at small N, so the held-out sets of the bundled
+data (digits 180, mnist5k 500 test images) cannot be compared with 10,000 fakes: `fid_at_floor_n` is the FID of
+the first n fakes of each draw (mean over draws), and `fid_ratio = fid_at_floor_n / fid_floor` compares like with
+like (same N, same reference, same extractor): about 1 for a generator as good as fresh real data, above 1 the
+more it falls short. At these N the floor is one noisy draw (other real sets of the same size score 0.5-1.3 of it:
+0.86 for mnist5k's val split), so gates on the ratio need room. `fid` itself stays at the full N. KID is
+unbiased, so `kid_floor` needs no matching N for its mean (it uses the same subsets and subset size, capped at n).
+When the extractor's classes are the dataset's, `recognisable` is the share of samples the classifier labels with
+confidence >= 0.9, and for conditional models `cond_accuracy_min` is the accuracy of the worst label.
+
 All families: FID and KID (mean +- std over `evaluate.seeds` independent draws), precision/recall,
 density/coverage, the Inception-score analogue, diversity (mean pairwise feature distance overall and
 per class) and class coverage (modes hit). Conditional families: the classifier's accuracy on samples
 generated for each label, and per-class FID. VAEs: reconstruction (MSE, PSNR, SSIM, BCE), negative
 ELBO and the importance-weighted NLL on the test split, in nats and bits per dimension (of the
-likelihood the model was trained with: Bernoulli over [0, 1] intensities or Gaussian).
+likelihood the model was trained with, on the data it is a distribution over: Bernoulli on the test split
+binarised once with a fixed seed, Gaussian or Laplace discretised over 8-bit pixels; evaluator/likelihood_eval.py).
 """
 
 from __future__ import annotations
@@ -20,12 +33,13 @@ import torch
 import evaluation as ev
 from genforge.artifacts import LoadedModel
 from genforge.data import ImageSplits
+from genforge.evaluator.likelihood_eval import protocol_fields, score_split
 from genforge.evaluator.protocol import Protocol
-from genforge.evaluator.reference import Reference, reference
-from genforge.models.vae import log_importance_weights
+from genforge.evaluator.reference import Floor, Reference, heldout_floor, reference
 from genforge.sampling import class_cycle
 
 Sampler = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]  # (n, seed, labels) -> images in [0, 1]
+RECOGNISABLE_CONFIDENCE = 0.9  # `recognisable`: the classifier's top class probability at least this
 
 
 @dataclass
@@ -38,6 +52,7 @@ class Numbers:
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)
     draws: list[dict[str, float]] = field(default_factory=list)
     timings_s: dict[str, float] = field(default_factory=dict)
+    floor: dict[str, Any] = field(default_factory=dict)  # where fid_floor/kid_floor come from: split, n, reference
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(Numbers)}
@@ -64,8 +79,11 @@ class _Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - t0
 
 
-def _protocol(data: ImageSplits, cfg, ref: Reference, extractor_info: dict[str, Any]) -> Protocol:
+def _protocol(data: ImageSplits, cfg, ref: Reference, extractor_info: dict[str, Any],
+              model: LoadedModel | None = None) -> Protocol:
+    vae = model.modules.get("vae") if model is not None else None  # a likelihood model: its NLL's protocol too
     return Protocol(
+        **protocol_fields(vae.likelihood if vae is not None else None),
         dataset=data.name,
         dataset_fingerprint=data.fingerprint(),
         split=cfg.reference_split,
@@ -79,8 +97,10 @@ def _protocol(data: ImageSplits, cfg, ref: Reference, extractor_info: dict[str, 
     )
 
 
-def _draws(sample: Sampler, protocol: Protocol, cfg, ref: Reference, extractor, labels, timer: _Timer, echo):
-    """FID and KID of each independent draw; returns the draws and the first draw's images, features, probs."""
+def _draws(sample: Sampler, protocol: Protocol, cfg, ref: Reference, extractor, labels, timer: _Timer, echo,
+           floor_n: int | None = None):
+    """FID and KID of each independent draw, and the FID of its first `floor_n` samples (the floor's N; the first
+    n of a class cycle stay class-balanced); returns the draws and the first draw's images, features, probs."""
     draws, first = [], None
     for seed in protocol.seeds:
         t = time.perf_counter()
@@ -93,6 +113,9 @@ def _draws(sample: Sampler, protocol: Protocol, cfg, ref: Reference, extractor, 
         kid_mean, kid_std = ev.kid(ref.features, feats, subsets=cfg.kid_subsets, subset_size=cfg.kid_subset_size,
                                    seed=seed)
         draw = {"seed": seed, "fid": ev.frechet_distance(ref.stats, feats), "kid": kid_mean, "kid_subset_std": kid_std}
+        if floor_n is not None:
+            draw["fid_at_floor_n"] = (draw["fid"] if floor_n >= len(feats)
+                                      else ev.frechet_distance(ref.stats, feats[:floor_n]))
         timer.add("fid_kid", t)
         echo(f"[genforge] draw seed={seed}: fid={draw['fid']:.4f} kid={draw['kid']:.5f}")
         draws.append(draw)
@@ -116,15 +139,30 @@ def _sample_metrics(draws: list[dict[str, float]], ref: Reference, feats: np.nda
     return metrics
 
 
+def _floor_metrics(draws: list[dict[str, float]], floor: Floor) -> dict[str, float]:
+    """The floor beside the fakes' numbers at the floor's N: fid_ratio compares FIDs of the same N.
+    fid_ratio_std is the spread over draws (the floor is one fixed set of real images), which promotion reads as
+    the ratio's noise."""
+    at_n = [d["fid_at_floor_n"] for d in draws]
+    metrics = {"fid_floor": floor.fid, "kid_floor": floor.kid, "floor_n": float(floor.n),
+               "fid_at_floor_n": float(np.mean(at_n)), "fid_at_floor_n_std": _std(at_n)}
+    ok = floor.fid > 0  # zero only if the held-out features equal the reference's: no scale to compare with
+    metrics["fid_ratio"] = metrics["fid_at_floor_n"] / floor.fid if ok else float("nan")
+    metrics["fid_ratio_std"] = metrics["fid_at_floor_n_std"] / floor.fid if ok else float("nan")
+    return metrics
+
+
 def _class_metrics(ref: Reference, feats: np.ndarray, probs: np.ndarray, labels: torch.Tensor | None, k: int,
                    dataset_classes: bool) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """Class coverage, per-class diversity and, for conditional models, accuracy per label and per-class FID.
-    Anything read off the classifier needs its classes to be the dataset's (`dataset_classes`)."""
+    """Class coverage, recognisable share, per-class diversity and, for conditional models, accuracy (mean and worst
+    label) and per-class FID. Anything read off the classifier needs its classes to be the dataset's
+    (`dataset_classes`)."""
     metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float]] = {}
     predicted = probs.argmax(axis=1)
     if dataset_classes:
         metrics["class_coverage"] = ev.class_coverage(predicted, k)
+        metrics["recognisable"] = ev.recognisable(probs, RECOGNISABLE_CONFIDENCE)
         group = labels.numpy() if labels is not None else predicted
         for c, value in ev.per_class_pairwise_distance(feats, group, k).items():
             per_class.setdefault(str(c), {})["diversity"] = value
@@ -133,6 +171,7 @@ def _class_metrics(ref: Reference, feats: np.ndarray, probs: np.ndarray, labels:
     y = labels.numpy()
     if dataset_classes:
         metrics["cond_accuracy"] = float((predicted == y).mean())
+        metrics["cond_accuracy_min"] = ev.worst_label_accuracy(predicted, y)
     class_fids = []
     for c in range(k):
         stats, rows = ref.class_stats(c), feats[y == c]
@@ -161,13 +200,22 @@ def evaluate_model(
     timer, t0 = _Timer(), time.perf_counter()
     ref = reference(extractor, data, cfg.reference_split)
     timer.add("reference", t0)
-    protocol = _protocol(data, cfg, ref, extractor_info)
+    protocol = _protocol(data, cfg, ref, extractor_info, model)
+    t = time.perf_counter()
+    floor = heldout_floor(extractor, data, ref, cfg.reference_split, cfg.samples, kid_subsets=cfg.kid_subsets,
+                          kid_subset_size=cfg.kid_subset_size, seed=protocol.seeds[0])
+    timer.add("floor", t)
     k, conditional = data.num_classes, bool(model.manifest["conditional"])
     labels = class_cycle(cfg.samples, k) if conditional else None
     sample = sampler_override or (lambda n, seed, y: model.generate(n, y, seed=seed))
-    draws, (fakes, feats, probs) = _draws(sample, protocol, cfg, ref, extractor, labels, timer, echo)
+    draws, (fakes, feats, probs) = _draws(sample, protocol, cfg, ref, extractor, labels, timer, echo,
+                                          floor.n if floor else None)
     t = time.perf_counter()
     metrics = _sample_metrics(draws, ref, feats, probs)
+    if floor is not None:  # a dataset without a held-out split has no floor: gates on it fail as missing
+        metrics.update(_floor_metrics(draws, floor))
+        echo(f"[genforge] floor ({floor.n} real {floor.split} images): fid_floor={floor.fid:.4f} "
+             f"fid_at_floor_n={metrics['fid_at_floor_n']:.4f} fid_ratio={metrics['fid_ratio']:.3f}")
     class_metrics, per_class = _class_metrics(ref, feats, probs, labels, k, bool(extractor_info.get("dataset_classes")))
     metrics.update(class_metrics)
     timer.add("other_metrics", t)
@@ -180,7 +228,9 @@ def evaluate_model(
         metrics.update(recon_metrics)
         timer.add("reconstruction", t)
     timer.add("total", t0)
-    return Report(metrics, protocol.as_dict(), extractor_info, per_class, draws, timer.seconds, figures)
+    where = {"split": floor.split, "n": floor.n, "reference_split": cfg.reference_split} if floor else {}
+    return Report(metrics, protocol.as_dict(), extractor_info, per_class, draws, timer.seconds, floor=where,
+                  figures=figures)
 
 
 def _sample_figure(fakes: torch.Tensor, labels: torch.Tensor | None, k: int) -> tuple[torch.Tensor, int]:
@@ -202,35 +252,13 @@ def _neighbour_figure(fakes, feats, ref: Reference, data: ImageSplits, cfg) -> t
     return torch.cat(rows), 6
 
 
-@torch.no_grad()
 def _reconstruction(
     model: LoadedModel, data: ImageSplits, k: int, seed: int
 ) -> tuple[dict[str, float], tuple[torch.Tensor, int]]:
-    vae = model.modules["vae"]
-    device = next(vae.parameters()).device
-    conditional = bool(model.manifest["conditional"])
-    torch.manual_seed(seed)
+    """Reconstruction and held-out likelihoods of the test split (evaluator/likelihood_eval.py), and the figure of
+    test images each followed by its reconstruction."""
     x_all, y_all = data.test.batch(torch.arange(len(data.test)))
-    recons, neg_elbo, iw = [], [], []
-    for xb, yb in zip(x_all.split(250), y_all.split(250)):
-        xb, yb = xb.to(device), yb.to(device) if conditional else None
-        mu, _ = vae.encode(xb, yb)
-        recons.append(vae.decode(mu, yb).float().cpu())  # reconstruction at the posterior mean
-        neg_elbo.append(vae(xb, yb).neg_elbo.item() * len(xb))
-        # Columns are independent samples: compute them 8 at a time to keep decoder batches small.
-        log_w = torch.cat([log_importance_weights(vae, xb, yb, min(8, k - i)) for i in range(0, k, 8)], dim=1)
-        iw.append(ev.iw_nll(log_w.double().cpu().numpy()))
-    recon = torch.cat(recons)
-    dims = int(np.prod(data.image_shape))
-    nll = float(np.concatenate(iw).mean())
-    metrics = {
-        "recon_mse": ev.mse(x_all, recon),
-        "recon_psnr": ev.psnr(x_all, recon),
-        "recon_ssim": ev.ssim(x_all, recon),
-        "recon_bce": ev.bce(x_all, recon),
-        "nll_elbo": sum(neg_elbo) / len(x_all),  # negative ELBO, one posterior sample per image
-        f"nll_iw_k{k}": nll,
-        f"bpd_iw_k{k}": float(ev.bits_per_dim(nll, dims)),
-    }
+    conditional = bool(model.manifest["conditional"])
+    metrics, recon = score_split(model.modules["vae"], x_all, y_all if conditional else None, k, seed)
     pairs = torch.stack([x_all[:32], recon[:32]], dim=1).flatten(0, 1)
     return metrics, (pairs, 16)

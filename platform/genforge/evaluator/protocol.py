@@ -1,5 +1,10 @@
 """The evaluation protocol: everything a number depends on. Numbers with different protocol hashes
-are never compared (promotion refuses them)."""
+are never compared (promotion refuses them).
+
+A likelihood model's protocol also names its likelihood and the discretisation of the data it is scored on
+(evaluator/likelihood_eval.py): an NLL of binarised data and one of 8-bit data are different numbers. Models
+without a likelihood leave both None, and None fields stay out of the hash, so a GAN's protocol hash is what it was
+before these fields existed."""
 
 from __future__ import annotations
 
@@ -20,9 +25,12 @@ class Protocol:
     extractor_hash: str
     kid_subsets: int
     kid_subset_size: int
+    likelihood: str | None = None  # VAEs: bernoulli, gaussian or laplace
+    discretisation: str | None = None  # VAEs: e.g. binarised-seed0, 8bit-discretised
 
     def hash(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        fields = {k: v for k, v in asdict(self).items() if v is not None}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def name(self) -> str:
         """A readable name carrying the protocol, e.g. fid10k-domain-train."""

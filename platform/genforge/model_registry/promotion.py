@@ -16,16 +16,25 @@ whose own later read sees the alias and the full set, and who rewrites the alias
 best. So once every promoter has returned, the alias holds the best eligible version, and nobody's write can be
 lost. (`tests/test_promotion_server.py` runs many promoters against a real `mlflow server` behind a proxy that
 delays every request by a random amount.)
+
+Gates (`promote.gates`, `genforge promote --gate`) are absolute requirements on the candidate's own metric tags
+(`fid_ratio<=20`, `recognisable>=0.5`), checked before any comparison: a candidate that fails one (or lacks the
+metric) is recorded ineligible with the failed gate and its value, stays registered, and is never promoted. The
+converging argument covers it: the ineligibility is written before the promoter reads the alias, so a concurrent
+promoter that sets the alias to it afterwards reads the tag on its next round and moves the alias to the best
+eligible version (or removes the alias when none is left: an ineligible version never keeps it); and if the
+candidate held the alias already, its own promoter moves it away the same way.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
 
 from genforge.errors import RunError, SpecError
+from genforge.model_registry.gates import Gate, parse_gate
 from genforge.model_registry.store import holder_version, registry_call
 
 # Which way is better, for the metrics a version carries. Promoting on one of these in the other mode is an error.
@@ -54,9 +63,15 @@ class Decision:
     candidate_value: float
     previous_value: float | None
     noise: float
+    failed_gates: list[str] = field(default_factory=list)  # each gate the candidate failed, with its value
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "uri": f"models:/{self.name}@{self.alias}"}
+
+    @property
+    def holds_alias(self) -> bool:
+        """The candidate holds the alias now: promoted, or already the holder and passing its gates."""
+        return self.promoted or (self.previous == self.candidate and not self.failed_gates)
 
 
 def resolve_mode(metric: str, mode: str | None) -> str:
@@ -106,6 +121,24 @@ def _compare(cand, holder, metric: str, mode: str, min_improvement: float) -> tu
     return eligible, reason, h_value, noise
 
 
+def check_gates(version, gates: Sequence[Gate]) -> list[str]:
+    """The gates `version` fails on its own metric tags, each with the value it has (a missing metric fails)."""
+    failed = []
+    for gate in gates:
+        raw = version.tags.get(gate.metric)
+        try:
+            value = None if raw is None else float(raw)
+        except ValueError:
+            value = None
+        if gate.passes(value):
+            continue
+        if raw is None:
+            failed.append(f"{gate} failed: version {version.version} has no '{gate.metric}' metric")
+        else:
+            failed.append(f"{gate} failed: {gate.metric} is {repr(raw) if value is None else f'{value:.4g}'}")
+    return failed
+
+
 def _is_eligible(version, alias: str, holder: int | None) -> bool:
     """Eligible: promoted by genforge and not rolled back; a holder set by hand (no genforge tags) counts too."""
     state = version.tags.get(tag(alias, "eligible"))
@@ -120,7 +153,13 @@ def converge(client, name: str, alias: str, metric: str, mode: str, protocol_has
         pool = [v for v in versions if _is_eligible(v, alias, holder) and metric in v.tags
                 and v.tags.get("protocol_hash") == protocol_hash]
         if not pool:
-            return holder
+            held = next((v for v in versions if int(v.version) == holder), None)
+            if held is None or _is_eligible(held, alias, holder):
+                return holder
+            # The holder was made ineligible (a failed gate) and nothing eligible is left: no version may hold it.
+            # Like a set, the delete is followed by another read.
+            registry_call(lambda: client.delete_registered_model_alias(name, alias), f"removing @{alias}")
+            continue
         sign = 1.0 if mode == "min" else -1.0
         best = min(pool, key=lambda v: (sign * float(v.tags[metric]), int(v.version)))
         if int(best.version) == holder:
@@ -152,16 +191,36 @@ def _candidate(client, name: str, version: int | None, tracking_uri: str):
     return registry_call(lambda: client.get_model_version(name, str(number)), f"reading {name} v{number}")
 
 
+def _refuse_gated(client, cand, alias: str, metric: str, mode: str, value: float, holder_number: int | None,
+                  failed: list[str]) -> Decision:
+    """Record the candidate ineligible for the gates it failed; if it holds the alias (promoted before, or set by a
+    concurrent promoter that read before this record), move the alias to the best eligible version or remove it."""
+    name, number = cand.name, int(cand.version)
+    reason = f"gate {'; '.join(failed)} (version {number} stays registered, not promoted to @{alias})"
+    _record(client, name, number, alias, {"eligible": "false", "decision": "gated", "reason": reason,
+                                          "gates": "; ".join(failed), "compared_with": str(holder_number or ""),
+                                          "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    if holder_version(client, name, alias) == number:  # read after the record: see the module docstring
+        final = converge(client, name, alias, metric, mode, cand.tags.get("protocol_hash"))
+        reason += f"; it held @{alias}, which " + (f"now goes to version {final}" if final else "is now unset")
+    return Decision(name, alias, number, holder_number, False, reason, metric, value, None, 0.0, failed)
+
+
 def promote(tracking_uri: str, name: str, version: int | None = None, alias: str = "champion", metric: str = "fid",
-            mode: str | None = None, min_improvement: float = 0.0) -> Decision:
-    """Decide whether `version` (default: the latest) may hold `alias`, record why, and converge the alias."""
+            mode: str | None = None, min_improvement: float = 0.0, gates: Sequence[Gate | str] = ()) -> Decision:
+    """Decide whether `version` (default: the latest) may hold `alias`, record why, and converge the alias.
+    `gates` (Gates or texts like "fid_ratio<=20") are requirements on the candidate's own metrics, checked first."""
     from mlflow import MlflowClient
 
     mode = resolve_mode(metric, mode)
+    gates = [g if isinstance(g, Gate) else parse_gate(g) for g in gates]  # bad input before anything is read
     client = MlflowClient(tracking_uri)
     cand = _candidate(client, name, version, tracking_uri)
     number, value = int(cand.version), metric_value(cand, metric)[0]
     holder_number = holder_version(client, name, alias)
+    failed = check_gates(cand, gates)
+    if failed:
+        return _refuse_gated(client, cand, alias, metric, mode, value, holder_number, failed)
     if holder_number == number:
         return Decision(name, alias, number, number, False, f"version {number} already holds @{alias}", metric,
                         value, value, 0.0)
@@ -172,6 +231,7 @@ def promote(tracking_uri: str, name: str, version: int | None = None, alias: str
         lambda: client.get_model_version(name, str(holder_number)), f"reading {name} v{holder_number}")
     eligible, reason, h_value, noise = _compare(cand, holder, metric, mode, min_improvement)
     _record(client, name, number, alias, {"decision": "eligible" if eligible else "refused", "reason": reason,
+                                          "gates": "passed: " + ", ".join(map(str, gates)) if gates else "none",
                                           "compared_with": str(holder_number or ""), "eligible": str(eligible).lower(),
                                           "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
     final = converge(client, name, alias, metric, mode, cand.tags.get("protocol_hash")) if eligible else holder_number
@@ -206,14 +266,18 @@ def rollback(tracking_uri: str, name: str, alias: str = "champion", metric: str 
     if holder_number is None:
         raise SpecError(f"model '{name}': no version holds @{alias}")
     holder = registry_call(lambda: client.get_model_version(name, str(holder_number)), f"reading {name}")
+    # Only versions the converge below can choose (same protocol, ranked by `metric`): otherwise it would find none
+    # and remove the alias instead of handing it back.
     others = [v for v in registry_call(lambda: client.search_model_versions(f"name = '{name}'"), f"listing {name}")
-              if int(v.version) != holder_number and v.tags.get(tag(alias, "eligible")) == "true"]
+              if int(v.version) != holder_number and v.tags.get(tag(alias, "eligible")) == "true"
+              and metric in v.tags and v.tags.get("protocol_hash") == holder.tags.get("protocol_hash")]
     if not others:
-        raise SpecError(f"model '{name}': version {holder_number} holds @{alias} and no other version is eligible; "
-                        "nothing to roll back to")
+        raise SpecError(f"model '{name}': version {holder_number} holds @{alias} and no other version is eligible "
+                        f"under its protocol with a '{metric}' tag; nothing to roll back to")
     rolled_back = {"eligible": "false", "rolled_back": time.strftime("%Y-%m-%dT%H:%M:%S")}
     _record(client, name, holder_number, alias, rolled_back)
     final = converge(client, name, alias, metric, mode, holder.tags.get("protocol_hash"))
     if final == holder_number or final is None:
-        raise RunError(f"model '{name}': @{alias} still points at version {holder_number} after the rollback")
+        where = "was removed" if final is None else f"still points at version {holder_number}"
+        raise RunError(f"model '{name}': @{alias} {where} after the rollback")
     return Rollback(name, alias, holder_number, final, f"models:/{name}@{alias}")

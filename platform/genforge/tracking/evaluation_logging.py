@@ -44,19 +44,20 @@ def current_evaluation(run) -> dict[str, str] | None:
 
 
 def _log_metrics(client, run_id: str, report, model_artifact: str) -> None:
-    """The report's finite metrics at the weights' training step, unless this very evaluation is already there."""
+    """The report's finite metrics at the weights' training step. If this very evaluation is already there, only the
+    metrics the run lacks (ones genforge measures since that evaluation, e.g. the floor): never a second row."""
     from mlflow.entities import Metric
 
-    tags = client.get_run(run_id).data.tags
+    run = client.get_run(run_id)
+    tags = run.data.tags
     same = (tags.get(TAG + "protocol_hash") == report.protocol["hash"]
             and tags.get(TAG + "model_artifact") == model_artifact)
-    if same:
-        return
     step = _step_of(model_artifact, client, run_id)
     import time
 
     now = int(time.time() * 1000)
-    rows = [Metric(k, v, now, step) for k, v in report.metrics.items() if isinstance(v, float) and math.isfinite(v)]
+    rows = [Metric(k, v, now, step) for k, v in report.metrics.items() if isinstance(v, float) and math.isfinite(v)
+            and not (same and k in run.data.metrics)]
     for i in range(0, len(rows), 500):
         client.log_batch(run_id, metrics=rows[i : i + 500])
 

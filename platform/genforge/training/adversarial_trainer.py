@@ -17,6 +17,7 @@ from torch import nn
 from genforge.data import ImageSplits, Split
 from genforge.models.diffaugment import diff_augment
 from genforge.models.gan import GANSampler, d_loss, g_loss, r1_penalty
+from genforge.training import optimizers
 from genforge.training.steps import (
     BufferGuard,
     StepResult,
@@ -37,9 +38,12 @@ class AdversarialTrainer:
         self.spec, self.device, self.m = spec, device, spec.model
         self.G, self.D, self.G_ema = (modules[k].to(device) for k in ("G", "D", "G_ema"))
         self.G_ddp, self.D_ddp = wrap(self.G), wrap(self.D)
-        betas = (0.5, 0.999)  # DCGAN's Adam momentum
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=spec.train.lr, betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=spec.train.lr_d or spec.train.lr, betas=betas)
+        # train.optimizer/lr/beta1 for G, their *_d keys for D (default: G's); Adam, betas (0.5, 0.999) by default.
+        self.opt_G = optimizers.build_optimizer(self.G.parameters(), spec.train, "G")
+        self.opt_D = optimizers.build_optimizer(self.D.parameters(), spec.train, "D")
+        self.total_steps: int | None = None  # the run's length, set by the loop: where a cosine schedule ends
+        self.sched_G = optimizers.build_scheduler(self.opt_G, spec.train, lambda: self.total_steps)
+        self.sched_D = optimizers.build_scheduler(self.opt_D, spec.train, lambda: self.total_steps)
         self.num_classes = self.G.num_classes
         self.ema_step = 0  # optimizer steps taken: the EMA ramp-up's clock (kept in the state dict)
 
@@ -75,7 +79,8 @@ class AdversarialTrainer:
         real_logits, fake_logits = logits[:n], logits[n:]
         adv_d = d_loss(real_logits, fake_logits, self.m.gan_loss)
         r1 = r1_penalty(real_logits, real) if self.m.r1_gamma > 0 else torch.zeros((), device=self.device)
-        ok_d, gn_d = apply_step(adv_d + 0.5 * self.m.r1_gamma * r1, self.opt_D, self.D.parameters())
+        clip = self.spec.train.grad_clip
+        ok_d, gn_d = apply_step(adv_d + 0.5 * self.m.r1_gamma * r1, self.opt_D, self.D.parameters(), clip)
 
         # G step
         y_fake = self._labels(n)
@@ -85,9 +90,11 @@ class AdversarialTrainer:
                 fake = self.G_ddp(torch.randn(n, self.m.latent_dim, device=self.device), y_fake)
                 fake_logits_g = self.D_ddp(diff_augment(fake, policy), y_fake).float()
             adv_g = g_loss(fake_logits_g, self.m.gan_loss)
-            ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters())
+            ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters(), clip)
         if not (ok_d and ok_g):
             guard.restore()
+        optimizers.advance(self.sched_D)
+        optimizers.advance(self.sched_G)
         self.ema_step += 1
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_step, self.m.ema_decay, self.m.ema_rampup))
 
@@ -139,14 +146,17 @@ class AdversarialTrainer:
             "G_ema": self.G_ema.state_dict(),
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
+            "sched_G": self.sched_G.state_dict(),
+            "sched_D": self.sched_D.state_dict(),
             "ema_step": self.ema_step,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("G", "D", "G_ema"):
             getattr(self, key).load_state_dict(state[key])
-        self.opt_G.load_state_dict(state["opt_G"])
-        self.opt_D.load_state_dict(state["opt_D"])
+        # Schedules and optimizers load together (training/optimizers.py: a rollback's halved rates stay halved).
+        optimizers.restore(self.opt_G, self.sched_G, state["opt_G"], state.get("sched_G"))
+        optimizers.restore(self.opt_D, self.sched_D, state["opt_D"], state.get("sched_D"))
         # Checkpoints from before the ramp-up lack the counter: G's Adam step count is the same clock
         # (short only by steps skipped for non-finite gradients).
         self.ema_step = int(state["ema_step"]) if "ema_step" in state else _adam_steps(self.opt_G)

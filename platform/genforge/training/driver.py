@@ -214,6 +214,7 @@ def _fit(
             "faults": faults.configured(),  # tests only: see genforge/faults.py
         },
         scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
+        **_streamed_datasets(p.spec),
         run_config=RunConfig(
             name=p.spec.name,
             storage_path=p.storage_path.path,
@@ -230,6 +231,20 @@ def _fit(
         ),
     )
     return _fit_owning_signals(trainer, flag, echo, t)
+
+
+def _streamed_datasets(spec: Spec) -> dict[str, Any]:
+    """With `data.streaming`, the train split as a Ray Data dataset the ranks read with get_dataset_shard."""
+    if not spec.data.streaming:
+        return {}
+    import ray
+    from ray.train import DataConfig
+
+    from genforge.data.streaming import data_task_cpus, train_dataset
+
+    cpus = data_task_cpus(ray.cluster_resources().get("CPU", 0.0), float(spec.train.workers))
+    return {"datasets": {"train": train_dataset(spec.data, spec.train.seed, cpus)},
+            "dataset_config": DataConfig(datasets_to_split=["train"])}
 
 
 @dataclass

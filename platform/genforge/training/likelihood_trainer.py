@@ -1,4 +1,9 @@
-"""One optimizer on a likelihood bound: the training step of VAEs and conditional VAEs."""
+"""One optimizer on a likelihood bound: the training step of VAEs and conditional VAEs.
+
+Each step trains on the batch as the likelihood sees it (models/vae.py `observe`: freshly binarised for Bernoulli,
+8-bit for the discretised Gaussian and Laplace); held-out numbers use the evaluation's fixed version of the split
+(evaluator/likelihood_eval.py `heldout`), so they are comparable from epoch to epoch and with `genforge evaluate`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ import torch
 from torch import nn
 
 from genforge.data import ImageSplits, Split
+from genforge.evaluator.likelihood_eval import heldout
 from genforge.images import reconstruction_pairs
 from genforge.models.vae import VAESampler
-from genforge.training import health
+from genforge.training import health, optimizers
 from genforge.training.steps import BufferGuard, StepResult, apply_step, autocast, sample_figure
 
 RECONSTRUCTIONS = 32  # validation images in the per-epoch reconstruction grid
@@ -26,7 +32,9 @@ class LikelihoodTrainer:
         self.spec, self.device = spec, device
         self.vae = modules["vae"].to(device)
         self.model = wrap(self.vae)
-        self.opt = torch.optim.Adam(self.vae.parameters(), lr=spec.train.lr)
+        self.opt = optimizers.build_optimizer(self.vae.parameters(), spec.train, "vae")  # Adam by default
+        self.total_steps: int | None = None  # the run's length, set by the loop: where a cosine schedule ends
+        self.sched = optimizers.build_scheduler(self.opt, spec.train, lambda: self.total_steps)
         self.conditional = spec.model.conditional
 
     @classmethod
@@ -41,11 +49,13 @@ class LikelihoodTrainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> StepResult:
         guard = BufferGuard(self.vae)
+        x = self.vae.observe(x)  # dynamic binarisation draws from the torch RNG: a resumed run draws the same bits
         with autocast(self.device):
             out = self.model(x, y if self.conditional else None)
-        ok, grad_norm = apply_step(out.loss, self.opt, self.vae.parameters())
+        ok, grad_norm = apply_step(out.loss, self.opt, self.vae.parameters(), self.spec.train.grad_clip)
         if not ok:
             guard.restore()
+        optimizers.advance(self.sched)
         return StepResult(
             ok=ok,
             metrics={
@@ -66,7 +76,7 @@ class LikelihoodTrainer:
         mus, logvars = [], []
         for start in range(0, len(split), batch_size):
             x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
-            x, y = x.to(self.device), y.to(self.device)
+            x, y = heldout(x, self.vae.likelihood, first_row=start).to(self.device), y.to(self.device)
             out = self.vae(x, y if self.conditional else None)
             for key in totals:
                 totals[key] += float(getattr(out, key)) * x.shape[0]
@@ -96,8 +106,9 @@ class LikelihoodTrainer:
         self.vae.train()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict()}
+        return {"vae": self.vae.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.vae.load_state_dict(state["vae"])
-        self.opt.load_state_dict(state["opt"])
+        # With its schedule (training/optimizers.py: a rollback's halved rate stays halved).
+        optimizers.restore(self.opt, self.sched, state["opt"], state.get("sched"))

@@ -27,16 +27,20 @@ def autocast(device: torch.device):
 
 
 def apply_step(
-    loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter]
+    loss: torch.Tensor, opt: torch.optim.Optimizer, params: Iterable[nn.Parameter], max_norm: float | None = None
 ) -> tuple[bool, torch.Tensor]:
-    """Backward, then step only if loss and gradients are finite.
+    """Backward, then step only if loss and gradients are finite; returns (stepped, global gradient norm).
 
     Gradients are already all-reduced by DDP when the norm is taken, so every rank sees the same
-    norm and takes the same decision: ranks never diverge on a skipped step.
+    norm and takes the same decision: ranks never diverge on a skipped step. With `max_norm`
+    (train.grad_clip) gradients are rescaled to that global norm at most (Pascanu et al. 2013); the
+    norm returned is the one before clipping, so a log shows how often clipping engages.
     """
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(list(params), float("inf"))
+    # A non-finite norm makes the clip coefficient NaN too; the step is skipped and the gradients dropped anyway.
+    limit = float("inf") if max_norm is None else float(max_norm)
+    grad_norm = torch.nn.utils.clip_grad_norm_(list(params), limit)
     ok = bool(torch.isfinite(grad_norm))  # a non-finite loss gives non-finite gradients
     if ok:
         opt.step()

@@ -24,6 +24,8 @@ Wrap = Callable[[nn.Module], nn.Module]  # DDP on several ranks, the identity on
 class Trainer(Protocol):
     """What a training pattern offers the loop: built as `cls(modules, spec, device, wrap)`."""
 
+    total_steps: int | None  # the run's optimisation steps, set by the loop before the first (a cosine schedule's end)
+
     @classmethod
     def sanity_check(cls, modules: dict[str, nn.Module], x: torch.Tensor, y: torch.Tensor, latent_dim: int,
                      conditional: bool) -> None:

@@ -23,7 +23,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.distributed as dist
@@ -202,10 +202,11 @@ def _set_up(config: dict[str, Any]) -> _Rank:
 
     shard = torch.utils.data.DistributedSampler(
         range(len(data.train)), num_replicas=world, rank=rank, shuffle=True, seed=t.seed, drop_last=True
-    )
+    )  # the in-memory path's order; a streamed train split is Ray Data's shard (and has the same length)
     steps_per_epoch = len(shard) // (t.batch_size // world)
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
+    trainer.total_steps = t.epochs * steps_per_epoch  # where a cosine learning-rate schedule ends
     progress = config.get("progress") or Progress()
     injector = faults.Injector.for_rank(config.get("faults"), config.get("run_dir") or ".", rank, t.lr)
     return _Rank(config, spec, rank, world, device, data, trainer, shard, steps_per_epoch, progress,
@@ -270,15 +271,45 @@ def _attach_io(r: _Rank) -> None:
         r.inloop = InLoopFID(r.config["inloop"], r.spec, r.data.num_classes, r.spec.model.conditional, r.device)
 
 
-def _run_epoch(r: _Rank) -> bool:
-    """Step through the rest of the current epoch; False when a stop was agreed on before its end."""
+def _epoch_batches(r: _Rank) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's batches of the current epoch from `r.pos.batch` on: float images in [0, 1] and labels."""
+    bs = r.local_batch
+    if r.spec.data.streaming:
+        yield from _streamed_batches(r)
+        return
     r.shard.set_epoch(r.pos.epoch)
     order = torch.tensor(list(iter(r.shard)), dtype=torch.long)
+    for b in range(r.pos.batch, r.steps_per_epoch):
+        yield r.data.train.batch(order[b * bs : (b + 1) * bs])
+
+
+STREAM_SHUFFLE_ROWS = 2048  # local shuffle buffer of a streamed shard: about 25 MB of 64x64 RGB
+
+
+def _streamed_batches(r: _Rank) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Ray Data's shard of the streamed train split (data/streaming.py). The local shuffle is re-seeded from the
+    seed, epoch and rank every epoch; a mid-epoch resume skips the batches it had done, reading but not training on
+    them, so the epoch keeps its length. Which rows reach which rank is Ray Data's streaming split, so unlike the
+    in-memory path the order is not reproduced bit for bit across runs."""
+    import ray.train
+
+    seed = _rank_seed(r.spec.train.seed + 7919 * r.pos.epoch, r.rank) % 2**32
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=r.local_batch, drop_last=True, device="cpu",
+        local_shuffle_buffer_size=STREAM_SHUFFLE_ROWS, local_shuffle_seed=seed,
+    )
+    for i, batch in enumerate(batches):
+        if i >= r.pos.batch:
+            yield batch["image"].float().div_(255.0), batch["label"]
+
+
+def _run_epoch(r: _Rank) -> bool:
+    """Step through the rest of the current epoch; False when a stop was agreed on before its end."""
     if r.pos.batch == 0:
         r.epoch_t0 = time.perf_counter()
-    bs = r.local_batch
-    while r.pos.batch < r.steps_per_epoch:
-        x, y = r.data.train.batch(order[r.pos.batch * bs : (r.pos.batch + 1) * bs])
+    for x, y in _epoch_batches(r):
+        if r.pos.batch >= r.steps_per_epoch:  # max_steps_per_epoch, or a streamed shard longer than the plan
+            break
         if r.faults.at_step(r.pos.step + 1):
             x = torch.full_like(x, float("nan"))
         result = r.trainer.step(x.to(r.device, non_blocking=True), y.to(r.device, non_blocking=True))
@@ -291,6 +322,9 @@ def _run_epoch(r: _Rank) -> bool:
             _tick(r)
             if r.stop:
                 break
+    if r.pos.batch < r.steps_per_epoch and not r.stop:  # every rank must take the same steps (DDP)
+        raise RuntimeError(f"rank {r.rank}: the train split ran out after {r.pos.batch} of {r.steps_per_epoch} "
+                           "batches this epoch")
     return r.pos.batch == r.steps_per_epoch
 
 
@@ -399,7 +433,8 @@ def _end_epoch(r: _Rank) -> dict[str, float]:
     """Close the epoch: rank 0 evaluates, logs, draws the grids and says a summary; returns the report."""
     t = r.spec.train
     r.pos.epoch, r.pos.batch = r.pos.epoch + 1, 0
-    epoch_metrics: dict[str, float] = {"epoch": r.pos.epoch, "epoch_time_s": time.perf_counter() - r.epoch_t0}
+    epoch_metrics: dict[str, float] = {"epoch": r.pos.epoch, "epoch_time_s": time.perf_counter() - r.epoch_t0,
+                                       **_resident_memory_mb()}
     if r.rank == 0:
         epoch_metrics.update(_evaluate(r))
         r.score = epoch_metrics.get(checkpoint.score_metric(r.spec) or "", r.score)
@@ -408,6 +443,24 @@ def _end_epoch(r: _Rank) -> dict[str, float]:
         shown = " ".join(f"{k}={v:.4g}" for k, v in epoch_metrics.items() if k != "epoch")
         r.progress.say(f"epoch {r.pos.epoch}/{t.epochs} done | {shown}")
     return {"step": r.pos.step, **r.train_metrics, **epoch_metrics}
+
+
+def _resident_memory_mb() -> dict[str, float]:
+    """This worker's private resident memory now (`rss_private_mb`: /proc's RssAnon, what the process itself holds,
+    e.g. a decoded dataset) and its peak total resident set (`peak_rss_mb`). The peak also counts shared pages it has
+    mapped, such as the Ray object store's blocks a streamed dataset passes through, so it grows with the data read
+    even when the process holds none of it; Linux only (empty elsewhere)."""
+    import resource
+
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return {}
+    anon = next((line.split()[1] for line in status.splitlines() if line.startswith("RssAnon:")), None)
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    if anon is not None:
+        out["rss_private_mb"] = int(anon) / 1024.0  # reported in kB
+    return out
 
 
 def _evaluate(r: _Rank) -> dict[str, float]:

@@ -24,6 +24,7 @@ def close_trials(client, parent: str, grid, metric: str, mode: str, max_epochs: 
     so the trial's training ends with an ActorDiedError and its MLflow run may say FAILED or still
     RUNNING. Tune's result tells the truth: no error means the run FINISHED, tagged
     `genforge.stopped_early` when the scheduler cut it short; an error means FAILED with the reason.
+    The run that retrains the winner (`tune.retrain_epochs`) is a child of the parent too, and no trial.
     """
     by_trial = {}
     for result in grid:
@@ -35,6 +36,8 @@ def close_trials(client, parent: str, grid, metric: str, mode: str, max_epochs: 
     )
     rows = []
     for child in children:
+        if "genforge.retrain_of" in child.data.tags:  # the winner retrained (tune.retrain_epochs): not a trial
+            continue
         run_id, trial_id = child.info.run_id, child.data.tags.get("genforge.trial_id", "?")
         result = by_trial.get(trial_id)
         if result is None:  # not in this grid (e.g. a trial Tune never reported on): MLflow's view

@@ -5,7 +5,9 @@ A trial is a Tune function holding no CPU (it reserves the custom resource `tria
 trains the base spec with the sampled keys through the same driver as `genforge train`, as a child
 MLflow run of the sweep's parent run, reporting each epoch to Tune through `TuneReportCallback`;
 ASHA stops weak trials early, and Optuna's TPE proposes the next ones. Trial names derive from Tune's
-trial ids, so a restored sweep resumes its unfinished trials from their own checkpoints.
+trial ids, so a restored sweep resumes its unfinished trials from their own checkpoints. With
+`tune.retrain_epochs`, the best trial's configuration is then trained to that budget as its own run
+(tuning/retrain.py), and that run, not the short trial, is the sweep's result.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ SWEEP_RECORD = "genforge_sweep.json"
 
 @dataclass
 class SweepResult:
+    """`best_run_id` is the run that goes on to evaluation and registration: the retrained run when
+    `tune.retrain_epochs` is set, else the best trial's run. `best_trial_run_id`, `best_config` and
+    `best_objective` describe the leaderboard's winner (a trial) either way."""
+
     parent_run_id: str
     experiment: str
     tracking_uri: str
@@ -40,6 +46,11 @@ class SweepResult:
     best_config: dict[str, Any]
     best_objective: float | None
     leaderboard: list[dict[str, Any]] = field(default_factory=list)
+    best_trial_run_id: str | None = None
+    retrained_run_id: str | None = None  # tune.retrain_epochs: the winner trained to the full budget
+    retrained_status: str | None = None  # FINISHED, or KILLED when train.time_limit_s stopped it (re-run continues)
+    retrained_epochs: int | None = None  # epochs the retrained run has trained
+    retrained_objective: float | None = None  # the objective metric of the retrained run at its last epoch
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,13 +242,43 @@ def _conclude(sw: _Sweep, ctx: dict[str, Any], grid, client, parent: str, echo: 
     if best is None:
         client.set_terminated(parent, "FAILED")
         raise RunError(f"sweep {sw.name}: no trial reported {sw.metric}; see the trial runs under parent {parent}")
-    _finalize_best(sw.spec, best, ctx, sw.image_shape, sw.num_classes, client, echo)
-    client.set_tag(parent, "genforge.best_run_id", best["run_id"])
+    if t.retrain_epochs is None:  # retrained, the winner's model comes from the retrained run instead
+        _finalize_best(sw.spec, best, ctx, sw.image_shape, sw.num_classes, client, echo)
+    client.set_tag(parent, "genforge.best_trial_run_id", best["run_id"])
     client.set_tag(parent, "genforge.best_trial", best["trial_id"])
     client.log_metric(parent, f"best_{sw.metric}", best["objective"])
-    client.set_terminated(parent, "FINISHED")
-    return SweepResult(parent, sw.experiment, sw.tracking_uri, sw.metric, t.mode, best["run_id"], best["config"],
-                       best["objective"], rows)
+    result = SweepResult(parent, sw.experiment, sw.tracking_uri, sw.metric, t.mode, best["run_id"], best["config"],
+                         best["objective"], rows, best_trial_run_id=best["run_id"])
+    if t.retrain_epochs is not None:
+        _retrain(sw, best, client, parent, result, echo)
+    client.set_tag(parent, "genforge.best_run_id", result.best_run_id)
+    client.set_terminated(parent, "FINISHED" if result.retrained_status in (None, "FINISHED") else "KILLED")
+    return result
+
+
+def _retrain(sw: _Sweep, best: dict[str, Any], client, parent: str, result: SweepResult, echo) -> None:
+    """Train the winner to `tune.retrain_epochs` (or find it trained) and make it the sweep's result. The parent
+    run stays RUNNING meanwhile and ends KILLED or FAILED with the retrain (a re-run continues it)."""
+    from genforge.tracking.runs import end_run
+    from genforge.tuning.retrain import retrain_best
+
+    try:
+        trained = retrain_best(sw.spec, best, list(sw.entries), parent, sw.name, sw.tracking_uri, sw.experiment,
+                               client, echo)
+    except KeyboardInterrupt:
+        end_run(client, parent, "KILLED", "interrupted while retraining the best trial")
+        raise
+    except Exception as exc:
+        end_run(client, parent, "FAILED", f"retraining the best trial failed: {exc}")
+        raise
+    if "retrain" in client.get_run(parent).data.tags.get("genforge.end_reason", ""):  # a past retrain's failure
+        client.delete_tag(parent, "genforge.end_reason")
+    client.set_tag(parent, "genforge.retrained_run_id", trained.run_id)
+    if trained.metrics.get(sw.metric) is not None:
+        client.log_metric(parent, f"retrained_{sw.metric}", trained.metrics[sw.metric])
+    result.best_run_id, result.retrained_run_id = trained.run_id, trained.run_id
+    result.retrained_status, result.retrained_epochs = trained.status, trained.epochs
+    result.retrained_objective = trained.metrics.get(sw.metric)
 
 
 def _tuner(spec: Spec, trainable, entries, metric: str, storage: Location, sweep: str, concurrency: int):
