@@ -127,10 +127,14 @@ def test_a_streamed_run_on_two_workers_stops_resumes_and_logs_every_step_once(fo
 
 
 def test_a_streaming_worker_s_memory_stays_flat_as_the_folder_grows(tmp_path_factory, train_spec, client):
-    """64x64 RGB folders of 800 and 4,800 images: a streaming worker holds the same private memory for both, while
-    the in-memory path holds the 4,000 extra decoded images (49 MB of uint8) in every process."""
-    small = _make_folder(tmp_path_factory.mktemp("small"), 800, 64)
-    large = _make_folder(tmp_path_factory.mktemp("large"), 4800, 64)
+    """64x64 RGB folders of 2,800 and 7,000 images: a streaming worker holds the same private memory for both, while
+    the in-memory path holds every decoded image (86 MB of uint8 for the larger) in every process. Both train splits
+    exceed the streamed shard's local shuffle buffer (2,048 rows, 25 MB here), which a smaller folder fills less."""
+    from genforge.training.worker import STREAM_SHUFFLE_ROWS
+
+    small = _make_folder(tmp_path_factory.mktemp("small"), 2800, 64)
+    large = _make_folder(tmp_path_factory.mktemp("large"), 7000, 64)
+    assert 0.8 * 2800 > STREAM_SHUFFLE_ROWS
 
     def private_mb(name: str, root: Path, streaming: bool) -> float:
         spec = tiny_spec(name, epochs=1, max_steps_per_epoch=3, log_every_steps=1)
@@ -141,4 +145,4 @@ def test_a_streaming_worker_s_memory_stays_flat_as_the_folder_grows(tmp_path_fac
     streamed_small, streamed_large = private_mb("mem-small", small, True), private_mb("mem-large", large, True)
     in_memory_large = private_mb("mem-large-in-memory", large, False)
     assert abs(streamed_large - streamed_small) < 15, (streamed_small, streamed_large)
-    assert in_memory_large - streamed_large > 35, (in_memory_large, streamed_large)  # the check can fail
+    assert in_memory_large - streamed_large > 40, (in_memory_large, streamed_large)  # the check can fail
