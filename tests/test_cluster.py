@@ -25,9 +25,9 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "pipelines" / "quickstart.yaml"
 PG = "postgresql://postgres@127.0.0.1:5432"
-# The quickstart's stages (sweep, retrain of the winner, ...) on sklearn's 8x8 digits with tiny budgets.
+# The quickstart's stages on sklearn's 8x8 digits with tiny budgets (no retrain: tests/test_sweep_and_pipeline.py).
 TINY = ("data.dataset=digits", "model.width=8", "train.batch_size=32", "train.max_steps_per_epoch=4",
-        "tune.num_samples=2", "tune.max_epochs=1", "tune.retrain_epochs=1",
+        "tune.num_samples=2", "tune.max_epochs=1", "tune.retrain_epochs=null",
         "promote.gates={}",  # a model of 4 steps a trial draws no digits: the shipped gates are not under test here
         "evaluate={samples: 300, seeds: 2, kid_subsets: 10, kid_subset_size: 100, iw_samples: 4, extractor_epochs: 2}")
 
