@@ -1,5 +1,6 @@
-"""A tiny sweep on digits through the whole pipeline: parent and child runs, the chosen best trial,
-registration, promotion, generation from @champion in a fresh process, and safe re-runs."""
+"""A tiny sweep on digits through the whole pipeline: parent and child runs, the chosen best trial, the retrain of
+its configuration (tune.retrain_epochs), registration, promotion, generation from @champion in a fresh process, and
+safe re-runs. One sweep serves every test here (each costs a Ray Tune run and an evaluation)."""
 
 from __future__ import annotations
 
@@ -27,21 +28,32 @@ def _pipeline_spec(name: str, tracking_uri: str, **tune) -> dict:
     return spec
 
 
+RETRAIN_EPOCHS = 3  # longer than any trial (tune.max_epochs 2), so the retrained run is told apart by its epochs
+
+
 @pytest.fixture(scope="module")
 def pipeline(ray_session, tracking_uri):
+    """3 trials of at most 2 epochs, then the winner's configuration retrained for 3 epochs; (spec, result, lines)."""
     import pipelines
     from genforge.config import spec_from_dict
 
-    spec = spec_from_dict(_pipeline_spec("sweepy", tracking_uri))
-    return spec, pipelines.run(spec, echo=lambda m: None)
+    spec = spec_from_dict(_pipeline_spec("sweepy", tracking_uri, retrain_epochs=RETRAIN_EPOCHS))
+    lines: list[str] = []
+    return spec, pipelines.run(spec, echo=lines.append), lines
+
+
+def _trials(client, parent):
+    """The sweep's trial runs (its children less the retrained run)."""
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    return [c for c in children if "genforge.retrain_of" not in c.data.tags], children
 
 
 def test_parent_and_child_runs(pipeline, client):
-    spec, result = pipeline
+    spec, result, _ = pipeline
     parent = client.get_run(result.sweep_parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["genforge.kind"] == "sweep"
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert len(children) == 3
+    trials, children = _trials(client, parent)
+    assert len(trials) == 3 and len(children) == 4  # the trials and the retrained run
     assert all(c.info.status in ("FINISHED", "FAILED") for c in children)  # never left RUNNING
     early = [c for c in children if "genforge.stopped_early" in c.data.tags]
     assert all(c.info.status == "FINISHED" for c in early)
@@ -51,10 +63,10 @@ def test_parent_and_child_runs(pipeline, client):
 
 
 def test_best_trial_is_the_minimum_of_the_objective(pipeline, client):
-    spec, result = pipeline
-    children = client.search_runs([client.get_run(result.run_id).info.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{result.sweep_parent_run_id}'")
-    best = client.get_run(result.run_id)
+    spec, result, _ = pipeline
+    parent = client.get_run(result.sweep_parent_run_id)
+    children, _ = _trials(client, parent)
+    best = client.get_run(parent.data.tags["genforge.best_trial_run_id"])
     assert best.data.tags["mlflow.parentRunId"] == result.sweep_parent_run_id
     finished = [c for c in children if c.info.status == "FINISHED" and "val_neg_elbo" in c.data.metrics
                 and "genforge.stopped_early" not in c.data.tags]
@@ -64,7 +76,7 @@ def test_best_trial_is_the_minimum_of_the_objective(pipeline, client):
 
 
 def test_registered_and_promoted(pipeline, client):
-    spec, result = pipeline
+    spec, result, _ = pipeline
     assert result.registered["name"] == "digits-vae-test" and result.registered["run_id"] == result.run_id
     v = client.get_model_version("digits-vae-test", str(result.registered["version"]))
     assert v.tags["protocol_hash"] == client.get_run(result.run_id).data.tags["genforge.eval.protocol_hash"]
@@ -92,11 +104,17 @@ def test_rerun_is_safe_and_never_demotes(pipeline, client, tracking_uri):
     import pipelines
     from genforge.config import spec_from_dict
 
-    spec, first = pipeline
-    again = pipelines.run(spec, echo=lambda m: None)
+    spec, first, _ = pipeline
+    lines: list[str] = []
+    again = pipelines.run(spec, echo=lines.append)
     assert again.run_id == first.run_id and "evaluate" in again.skipped
     assert again.registered["version"] == first.registered["version"]
     assert again.champion_uri == first.champion_uri
+    assert any(f"already trained {RETRAIN_EPOCHS} epochs; nothing to do" in line for line in lines), lines
+    run = client.get_run(first.run_id)
+    retrains = client.search_runs([run.info.experiment_id],
+                                  f"tags.`genforge.retrain_of` = '{run.data.tags['genforge.retrain_of']}'")
+    assert [r.info.run_id for r in retrains] == [first.run_id]  # the retrained run reused, no second retrain
     # A candidate known to be worse under the same model name: one step at a learning rate that leaves the
     # initial weights in place. It is registered, refused, and the champion stays.
     worse = _pipeline_spec("sweepy-untrained", tracking_uri)
@@ -146,21 +164,6 @@ def test_a_crashing_and_a_diverging_trial_fail_and_the_sweep_picks_the_best(
     assert client.get_run(result.best_run_id).data.tags.get("genforge.model_uri")  # the winner's model is logged
 
 
-@pytest.fixture(scope="module")
-def retrained(ray_session, tracking_uri):
-    """A pipeline whose 1-epoch trials are followed by a 2-epoch retrain of the winner (tune.retrain_epochs)."""
-    import pipelines
-    from genforge.config import spec_from_dict
-
-    spec = _pipeline_spec("sweepy-retrain", tracking_uri, num_samples=2, max_epochs=1, scheduler="none",
-                          retrain_epochs=2)
-    spec["stages"] = ["tune", "evaluate", "register"]
-    spec["register"] = {"model_name": "digits-vae-retrain-test"}
-    lines: list[str] = []
-    spec = spec_from_dict(spec)
-    return spec, pipelines.run(spec, echo=lines.append), lines
-
-
 def test_retrain_epochs_must_be_positive():
     from genforge.config import spec_from_dict
     from genforge.errors import SpecError
@@ -170,42 +173,26 @@ def test_retrain_epochs_must_be_positive():
         spec_from_dict({**tiny_spec("r"), "tune": {"retrain_epochs": 0}})
 
 
-def test_retrain_trains_the_winner_to_its_budget_and_registers_it(retrained, client):
-    spec, result, lines = retrained
+def test_retrain_trains_the_winner_to_its_budget_and_registers_it(pipeline, client):
+    spec, result, lines = pipeline
     parent = client.get_run(result.sweep_parent_run_id)
-    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    trials = [c for c in children if "genforge.retrain_of" not in c.data.tags]
-    assert len(trials) == 2 and len(children) == 3
+    trials, _ = _trials(client, parent)
     run = client.get_run(result.run_id)
     best_trial = parent.data.tags["genforge.best_trial_run_id"]
     assert best_trial in {t.info.run_id for t in trials} and result.run_id not in {t.info.run_id for t in trials}
-    # The retrained run: the winner's configuration, its own run nested under the sweep, trained for 2 epochs.
+    # The retrained run: the winner's configuration, its own run nested under the sweep, trained for 3 epochs.
     assert run.data.tags["genforge.retrain_of"] == best_trial
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert parent.data.tags["genforge.retrained_run_id"] == parent.data.tags["genforge.best_run_id"] == result.run_id
     trial_params = client.get_run(best_trial).data.params
     for key in ("train.lr", "model.latent_dim"):
         assert run.data.params[key] == trial_params[key] and float(run.data.params[key]) == result.best_config[key]
-    assert run.info.status == "FINISHED" and run.data.tags["genforge.finalized_epochs"] == "2"
-    assert max(m.value for m in client.get_metric_history(result.run_id, "epoch")) == 2
-    # The leaderboard still ranks the two 1-epoch trials, not the retrained run.
+    assert run.info.status == "FINISHED" and run.data.tags["genforge.finalized_epochs"] == str(RETRAIN_EPOCHS)
+    assert max(m.value for m in client.get_metric_history(result.run_id, "epoch")) == RETRAIN_EPOCHS
+    # The leaderboard still ranks the trials (at most 2 epochs each), not the retrained run.
     rows = json.loads(Path(client.download_artifacts(parent.info.run_id, "sweep/leaderboard.json")).read_text())
-    assert len(rows) == 2 and {r["epochs"] for r in rows} == {1} and rows[0]["run_id"] == best_trial
-    # What was evaluated and registered is the retrained run.
+    assert len(rows) == 3 and max(r["epochs"] for r in rows) <= 2 and best_trial in {r["run_id"] for r in rows}
+    # What was evaluated, registered and promoted is the retrained run.
     assert "fid" in result.metrics and result.registered["run_id"] == result.run_id
-    assert any(line.startswith("[genforge] retrain: best trial ") and "for 2 epochs" in line for line in lines)
-
-
-def test_rerun_reuses_the_retrained_run(retrained, client):
-    import pipelines
-
-    spec, first, _ = retrained
-    lines: list[str] = []
-    again = pipelines.run(spec, echo=lines.append)
-    assert again.run_id == first.run_id and "evaluate" in again.skipped
-    assert again.registered["version"] == first.registered["version"]
-    assert any("already trained 2 epochs; nothing to do" in line for line in lines), lines
-    run = client.get_run(first.run_id)
-    retrains = client.search_runs([run.info.experiment_id],
-                                  f"tags.`genforge.retrain_of` = '{run.data.tags['genforge.retrain_of']}'")
-    assert [r.info.run_id for r in retrains] == [first.run_id]  # no second retrain
+    assert any(line.startswith("[genforge] retrain: best trial ") and f"for {RETRAIN_EPOCHS} epochs" in line
+               for line in lines)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.utils import save_image
 
 from genforge.sampling import draw
 
@@ -34,6 +33,10 @@ def reconstruction_pairs(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
 
 
 def save_grid(images: torch.Tensor, nrow: int, path: str | Path) -> Path:
+    # Imported here: torchvision's package import pulls in torch._dynamo (~2 s), which every Ray worker and CLI
+    # process importing this module would pay at start-up.
+    from torchvision.utils import save_image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(images, path, nrow=nrow, padding=2, pad_value=0.5)
