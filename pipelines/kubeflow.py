@@ -86,7 +86,8 @@ def train(spec_text: str, overrides: list) -> NamedTuple("Outputs", [("run_id", 
 
 def tune(spec_text: str, overrides: list) -> NamedTuple("Outputs", [("run_id", str), ("tracking_uri", str)]):
     """Sweep the spec's tune.space with Ray Tune (as a Ray job where GENFORGE_JOBS_ADDRESS is set, like train);
-    the best trial's run goes on to evaluation."""
+    the best run goes on to evaluation: the best trial's, or with tune.retrain_epochs the run that retrained its
+    configuration."""
     import os
 
     import yaml

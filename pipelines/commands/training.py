@@ -157,13 +157,19 @@ def _summary(r) -> None:
             "best config",
             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.best_config.items()),
         )
+    # The quality figures the shipped specs gate promotion on sit beside FID: fid_ratio (over real held-out images at
+    # the same N), recognisable, class coverage and the worst label's accuracy.
     for key in (
         "fid",
         "fid_std",
+        "fid_ratio",
         "kid",
         "precision",
         "recall",
         "coverage",
+        "recognisable",
+        "class_coverage",
+        "cond_accuracy_min",
         "val_neg_elbo",
         "test_neg_elbo",
         "nll_iw_k64",
