@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 
 test: lint
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=20
 
 clean:
 	rm -rf mlflow.db mlartifacts mlruns genforge_runs

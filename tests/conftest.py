@@ -44,12 +44,9 @@ def ray_session(private_cache):
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
-    ray.init(
-        num_cpus=2,
-        resources={"trial_driver": 8},
-        logging_level="warning",
-        runtime_env={"env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", "GENFORGE_CACHE": os.environ["GENFORGE_CACHE"]}},
-    )
+    # No runtime_env: the workers inherit this environment (GENFORGE_CACHE is set), and a runtime_env would start
+    # each worker process through Ray's runtime-env setup.
+    ray.init(num_cpus=2, resources={"trial_driver": 8}, logging_level="warning")
     yield ray
     ray.shutdown()
 

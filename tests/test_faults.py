@@ -49,11 +49,17 @@ LOSSES = {
 }
 
 
+# The run trains with SGD (momentum) on a warmed-up cosine schedule, so the restarts also show that the schedule and
+# the momentum buffers come back with the optimizer rather than starting over.
+SGD_COSINE = {"optimizer": "sgd", "momentum": 0.9, "lr": 0.05, "lr_schedule": "cosine", "warmup_steps": 2,
+              "grad_clip": 5.0}
+
+
 @pytest.mark.parametrize("case", LOSSES)
 def test_a_lost_worker_is_survived_in_the_same_run(case, train_spec, client, runs, monkeypatch):
     name = f"lost-{case}"
     monkeypatch.setenv("GENFORGE_FAULTS", LOSSES[case])
-    result = train_spec(tiny_spec(name, epochs=2, workers=2, max_failures=2))
+    result = train_spec(tiny_spec(name, epochs=2, workers=2, max_failures=2, **SGD_COSINE))
 
     assert result.status == "FINISHED" and result.epochs == 2
     fired = sorted(p.name for p in (runs / name / ".faults").glob("rule-*"))
@@ -67,7 +73,14 @@ def test_a_lost_worker_is_survived_in_the_same_run(case, train_spec, client, run
     assert loss_steps == list(range(2, 2 * STEPS_PER_EPOCH + 1, 2))  # the history continues, no gap, no repeat
     for path in _checkpoint_dirs(runs, name):
         checkpoint.verify(path)  # complete: meta present, sha256 matches
-    assert checkpoint.latest(runs / name).meta["position"]["step"] == 2 * STEPS_PER_EPOCH
+    latest = checkpoint.latest(runs / name)
+    assert latest.meta["position"]["step"] == 2 * STEPS_PER_EPOCH
+    # The schedule at the run's last step (not restarted at a restart) and the cosine at its end; momentum restored.
+    state, _ = checkpoint.load(latest.path)
+    sched, opt = state["trainer"]["sched"], state["trainer"]["opt"]
+    assert sched["last_epoch"] == 2 * STEPS_PER_EPOCH and sched["base_lrs"] == [0.05]
+    assert opt["param_groups"][0]["lr"] == 0.0 and opt["param_groups"][0]["momentum"] == 0.9
+    assert all("momentum_buffer" in s for s in opt["state"].values())
 
 
 def test_an_exhausted_failure_budget_fails_the_run_and_registers_nothing(

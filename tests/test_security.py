@@ -81,47 +81,24 @@ def test_no_secret_in_anything_written_or_printed(tmp_path):
         uri = server.url.replace("http://", f"http://admin:{secret}@")
         work = tmp_path / "work"
         work.mkdir()
-        spec = {**tiny_spec("secret-run", epochs=1), "tracking": {"uri": uri}, "register": {"model_name": "secret-m"}}
+        spec = {**tiny_spec("secret-run", epochs=1), "tracking": {"uri": uri}, "register": {"model_name": "secret-m"},
+                "stages": ["train", "evaluate", "register", "promote"],
+                "evaluate": {"samples": 200, "seeds": 2, "kid_subset_size": 50, "kid_subsets": 5, "iw_samples": 2,
+                             "extractor_epochs": 2}}
         spec["train"]["storage_path"] = str(work / "runs")
         user_spec = tmp_path / "spec.yaml"  # the user's own input, the one place the password is allowed
         user_spec.write_text(yaml.safe_dump(spec))
         ray_tmp = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths have a length limit
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
         env.update(RAY_TMPDIR=ray_tmp, GENFORGE_CACHE=str(work / "cache"))
-        genforge = [sys.executable, "-m", "pipelines.cli"]
-        outputs = []
-        train = subprocess.run([*genforge, "train", str(user_spec), "--json"], cwd=work, env=env, capture_output=True,
-                               text=True, timeout=600)
-        outputs.append(train.stdout + train.stderr)
-        assert train.returncode == 0, train.stderr
-        run_id = json.loads(train.stdout.strip().splitlines()[-1])["run_id"]
-        small = [
-            "--set",
-            "evaluate.samples=200",
-            "--set",
-            "evaluate.seeds=2",
-            "--set",
-            "evaluate.kid_subset_size=50",
-            "--set",
-            "evaluate.kid_subsets=5",
-            "--set",
-            "evaluate.iw_samples=2",
-            "--set",
-            "evaluate.extractor_epochs=2",
-        ]
-        for args in (["register", "--run", run_id, "--name", "secret-m", *small], ["promote", "secret-m"]):
-            proc = subprocess.run(
-                [*genforge, *args, "--tracking-uri", uri, "--json"],
-                cwd=work,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
-            outputs.append(proc.stdout + proc.stderr)
-            assert proc.returncode == 0, proc.stderr
-        for text in outputs:
-            assert secret not in text
+        # One `genforge run`: train, evaluate, register and promote, each stage talking to the server.
+        proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", str(user_spec), "--json"], cwd=work,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        run_id = result["run_id"]
+        assert result["champion_uri"] and result["registered"], result
+        assert secret not in proc.stdout + proc.stderr
         for folder in (work, root, Path(ray_tmp)):
             for path in folder.rglob("*"):
                 if path.is_file() and not path.is_symlink():

@@ -144,5 +144,9 @@ def test_a_streaming_worker_s_memory_stays_flat_as_the_folder_grows(tmp_path_fac
 
     streamed_small, streamed_large = private_mb("mem-small", small, True), private_mb("mem-large", large, True)
     in_memory_large = private_mb("mem-large-in-memory", large, False)
-    assert abs(streamed_large - streamed_small) < 15, (streamed_small, streamed_large)
-    assert in_memory_large - streamed_large > 40, (in_memory_large, streamed_large)  # the check can fail
+    decoded_mb, growth_mb = (n * 64 * 64 * 3 / 2**20 for n in (7000, 7000 - 2800))  # as uint8: 82 and 49 MiB
+    # Measured after the allocators hand freed heap back (without that, the streamed pair differed by up to 28 MB in
+    # either direction): the streamed pair within 2-16 MB of each other (what Ray Data has prefetched at the epoch's
+    # end varies), the in-memory path 85-100 MB above. Holding the folder would add 49 MiB between the two sizes.
+    assert abs(streamed_large - streamed_small) < 0.5 * growth_mb, (streamed_small, streamed_large)
+    assert in_memory_large - streamed_large > 0.6 * decoded_mb, (in_memory_large, streamed_large)  # the check can fail

@@ -449,9 +449,12 @@ def _resident_memory_mb() -> dict[str, float]:
     """This worker's private resident memory now (`rss_private_mb`: /proc's RssAnon, what the process itself holds,
     e.g. a decoded dataset) and its peak total resident set (`peak_rss_mb`). The peak also counts shared pages it has
     mapped, such as the Ray object store's blocks a streamed dataset passes through, so it grows with the data read
-    even when the process holds none of it; Linux only (empty elsewhere)."""
+    even when the process holds none of it; Linux only (empty elsewhere). Freed heap the allocators keep for reuse
+    (glibc's arenas, Arrow's mimalloc pool) is handed back first: without that, the reading varies by tens of MB
+    from one run to the next with what happened to be freed last, not with what the process holds."""
     import resource
 
+    _return_freed_heap()
     try:
         status = Path("/proc/self/status").read_text()
     except OSError:
@@ -461,6 +464,21 @@ def _resident_memory_mb() -> dict[str, float]:
     if anon is not None:
         out["rss_private_mb"] = int(anon) / 1024.0  # reported in kB
     return out
+
+
+def _return_freed_heap() -> None:
+    """glibc's malloc_trim(0) and, where a streamed dataset loaded Arrow, its pool's release_unused()."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(libc).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
+        pass
 
 
 def _evaluate(r: _Rank) -> dict[str, float]:
