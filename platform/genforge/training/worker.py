@@ -469,14 +469,12 @@ def _resident_memory_mb() -> dict[str, float]:
 def _return_freed_heap() -> None:
     """glibc's malloc_trim(0) and, where a streamed dataset loaded Arrow, its pool's release_unused()."""
     import ctypes
-    import ctypes.util
     import sys
 
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
     try:
-        ctypes.CDLL(libc).malloc_trim(0)
+        ctypes.CDLL(None).malloc_trim(0)  # the process's own symbols: glibc's, where it is the C library
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         pass
 
