@@ -44,6 +44,7 @@ def ray_session(private_cache):
     import ray
 
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")  # as a local genforge sets it: one node
     # No runtime_env: the workers inherit this environment (GENFORGE_CACHE is set), and a runtime_env would start
     # each worker process through Ray's runtime-env setup.
     ray.init(num_cpus=2, resources={"trial_driver": 8}, logging_level="warning")

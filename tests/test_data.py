@@ -29,6 +29,24 @@ def test_packaged_datasets(name, shape, total):
     assert y.dtype == torch.int64 and set(data.train.labels.tolist()) == set(range(10))
 
 
+def test_digits_are_scikit_learn_s_without_importing_it():
+    """The loader reads scikit-learn's CSV file itself (importing scikit-learn costs every worker 1-2.5 s of CPU);
+    load_digits is the reference."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    from genforge.data.sources import _digits
+
+    reference, ours = load_digits(), _digits(None)
+    assert torch.equal(ours.images, torch.from_numpy((reference.images / 16.0).astype(np.float32)).unsqueeze(1))
+    assert torch.equal(ours.labels, torch.from_numpy(reference.target.astype(np.int64)))
+    code = ("import sys; from genforge.data.sources import _digits; _digits(None); "
+            "print('sklearn' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 def test_split_is_deterministic_and_disjoint():
     a = load_dataset(_cfg(dataset="digits", split_seed=1))
     b = load_dataset(_cfg(dataset="digits", split_seed=1))

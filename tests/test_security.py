@@ -76,7 +76,9 @@ def test_no_secret_in_anything_written_or_printed(tmp_path):
     secret = "s3cret-Passw0rd-77"
     root = tmp_path / "server"
     root.mkdir()
-    server = MlflowServer(root, extra_args=("--app-name", "basic-auth"), env={"MLFLOW_AUTH_ADMIN_PASSWORD": secret})
+    server = MlflowServer(root, extra_args=("--app-name", "basic-auth"),
+                          env={"MLFLOW_AUTH_ADMIN_PASSWORD": secret, "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+                               "MLFLOW_AUTH_CONFIG_PATH": str(_shipped_auth_config(root))})
     try:
         uri = server.url.replace("http://", f"http://admin:{secret}@")
         work = tmp_path / "work"
@@ -106,6 +108,19 @@ def test_no_secret_in_anything_written_or_printed(tmp_path):
         _assert_tracking_clean(server.url, secret, run_id)
     finally:
         server.stop()
+
+
+def _shipped_auth_config(root: Path) -> Path:
+    """The team server's auth settings as k8s/ ships them, with the user store in a SQLite file under `root`."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "k8s" / "base" / "config" / "basic_auth.ini")
+    config["mlflow"]["database_uri"] = f"sqlite:///{root / 'basic_auth.db'}"
+    path = root / "basic_auth.ini"
+    with path.open("w") as f:
+        config.write(f)
+    return path
 
 
 def _assert_tracking_clean(url: str, secret: str, run_id: str) -> None:

@@ -2,8 +2,9 @@
 
 By default a genforge command shows genforge's own progress and nothing else: Ray does not forward
 worker output to the driver (`log_to_driver=False`), and rank 0 of a training run sends its progress
-lines to a small actor (`ProgressRelay`) that a thread on the driver drains into `echo`, so the
-lines carry no `(RayTrainWorker pid=...)` prefix and `--json` keeps them on stderr. With
+lines to a small actor (`RunChannel`, which also carries the run's stop flag) that a thread on the
+driver drains into `echo`, so the lines carry no `(RayTrainWorker pid=...)` prefix and `--json` keeps
+them on stderr. With
 `GENFORGE_VERBOSE=1` (the CLI's `--verbose`) Ray's own output comes back: forwarded worker logs,
 Ray Train's per-report lines, Tune's status table.
 
@@ -150,32 +151,23 @@ def quiet_worker_logs(verbose_logs: bool) -> None:
 
 
 def stop_flag() -> Any:
-    """An actor the driver sets on Ctrl-C; rank 0 polls it and the ranks agree on it at the next tick."""
+    """An actor the driver sets on Ctrl-C; rank 0 polls it and the ranks agree on it at the next tick. A run
+    outside a sweep uses its progress relay as its flag instead (one actor process fewer per run)."""
+    return _channel_actor()
+
+
+def _channel_actor() -> Any:
     import ray
 
     @ray.remote(num_cpus=0)
-    class StopFlag:
-        def __init__(self) -> None:
-            self.requested = False
-
-        def request(self) -> None:
-            self.requested = True
-
-        def get(self) -> bool:
-            return self.requested
-
-    return StopFlag.remote()
-
-
-def _relay_actor() -> Any:
-    import ray
-
-    @ray.remote(num_cpus=0)
-    class ProgressRelay:
-        """Holds progress lines from rank 0 until the driver drains them (in the order they were sent)."""
+    class RunChannel:
+        """Between a run's driver and its rank 0: progress lines (held until the driver drains them, in the order
+        they were sent) and the stop flag. Each actor is a process of its own, started at every run: one class
+        serves both roles."""
 
         def __init__(self) -> None:
             self.lines: list[str] = []
+            self.requested = False
 
         def put(self, line: str) -> None:
             self.lines.append(line)
@@ -187,7 +179,13 @@ def _relay_actor() -> Any:
         def ping(self) -> None:
             """Answered after every put sent before it: tasks from one caller run in order."""
 
-    return ProgressRelay.remote()
+        def request(self) -> None:
+            self.requested = True
+
+        def get(self) -> bool:
+            return self.requested
+
+    return RunChannel.remote()
 
 
 @dataclass(frozen=True)
@@ -227,7 +225,7 @@ def relayed_progress(echo: Callable[[str], None], interval_s: float = 0.25) -> I
     """A relay actor, and a driver thread echoing what reaches it, for the duration of the block."""
     import ray
 
-    relay = _relay_actor()
+    relay = _channel_actor()
     done = threading.Event()
 
     def pump() -> None:

@@ -184,22 +184,24 @@ def _plan_resume(p: Plan, record: dict[str, Any], dry_run: bool = False) -> None
 
 
 def _fit(
-    p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | None = None, progress: Progress | None = None
+    p: Plan, run_id: str, echo: Callable[[str], None], callbacks: list | None = None, progress: Progress | None = None,
+    flag: Any = None,
 ) -> tuple[Any, bool]:
     """Fit a TorchTrainer of the plan's workers; returns (Ray's result, whether Ctrl-C stopped it).
 
-    Rank 0's progress lines reach `echo` through a relay actor drained on this process, unless the
-    caller (a sweep) hands over a `progress` of its own."""
+    Rank 0's progress lines reach `echo` through a relay actor drained on this process, which also carries the
+    run's stop flag, unless the caller (a sweep) hands over a `progress` of its own (shared by its trials: each
+    trial then gets a flag of its own)."""
     if progress is None:
         with relayed_progress(echo) as relayed:
-            return _fit(p, run_id, echo, callbacks, relayed)
+            return _fit(p, run_id, echo, callbacks, relayed, flag=relayed.relay)
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from genforge.training.worker import train_loop_per_worker
 
     t = p.spec.train
-    flag = stop_flag()
+    flag = flag if flag is not None else stop_flag()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
