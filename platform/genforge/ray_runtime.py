@@ -4,9 +4,8 @@ By default a genforge command shows genforge's own progress and nothing else: Ra
 worker output to the driver (`log_to_driver=False`), and rank 0 of a training run sends its progress
 lines to a small actor (`RunChannel`, which also carries the run's stop flag) that a thread on the
 driver drains into `echo`, so the lines carry no `(RayTrainWorker pid=...)` prefix and `--json` keeps
-them on stderr. With
-`GENFORGE_VERBOSE=1` (the CLI's `--verbose`) Ray's own output comes back: forwarded worker logs,
-Ray Train's per-report lines, Tune's status table.
+them on stderr. With `GENFORGE_VERBOSE=1` (the CLI's `--verbose`) Ray's own output comes back:
+forwarded worker logs, Ray Train's per-report lines, Tune's status table.
 
 Where the noise comes from in Ray 2.60, and what is done about it when not verbose:
 - `Token authentication is enabled for this Ray cluster`: `ray.init` says so (a WARNING) each time it
@@ -150,13 +149,9 @@ def quiet_worker_logs(verbose_logs: bool) -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def stop_flag() -> Any:
-    """An actor the driver sets on Ctrl-C; rank 0 polls it and the ranks agree on it at the next tick. A run
-    outside a sweep uses its progress relay as its flag instead (one actor process fewer per run)."""
-    return _channel_actor()
-
-
-def _channel_actor() -> Any:
+def run_channel() -> Any:
+    """A `RunChannel` actor: a run's progress relay and stop flag (the driver sets it on Ctrl-C; rank 0 polls it and
+    the ranks agree on it at the next tick). A sweep's trials share one relay and each get a channel as their flag."""
     import ray
 
     @ray.remote(num_cpus=0)
@@ -225,7 +220,7 @@ def relayed_progress(echo: Callable[[str], None], interval_s: float = 0.25) -> I
     """A relay actor, and a driver thread echoing what reaches it, for the duration of the block."""
     import ray
 
-    relay = _channel_actor()
+    relay = run_channel()
     done = threading.Event()
 
     def pump() -> None:

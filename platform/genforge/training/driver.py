@@ -26,7 +26,7 @@ from genforge.config import RESUMABLE_KEYS, Spec, flatten
 from genforge.data import ImageSplits, load_dataset
 from genforge.errors import RunError, SpecError, Terminated
 from genforge.models import build_models, get_family
-from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, stop_flag, verbose
+from genforge.ray_runtime import Progress, ensure_ray, relayed_progress, run_channel, verbose
 from genforge.tracking.uri import default_storage_path, resolve_tracking_uri
 from genforge.training import checkpoint
 from genforge.training.storage import Location
@@ -201,7 +201,7 @@ def _fit(
     from genforge.training.worker import train_loop_per_worker
 
     t = p.spec.train
-    flag = flag if flag is not None else stop_flag()
+    flag = flag if flag is not None else run_channel()
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
