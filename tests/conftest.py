@@ -85,9 +85,9 @@ def train_spec(ray_session, tracking_uri) -> Callable[..., Any]:
     from genforge.config import spec_from_dict
     from genforge.training.driver import train
 
-    def run(spec: dict[str, Any], overrides: tuple[str, ...] = ()) -> Any:
+    def run(spec: dict[str, Any], overrides: tuple[str, ...] = (), echo: Callable[[str], None] | None = None) -> Any:
         spec = {**spec, "tracking": {"uri": tracking_uri}}
-        return train(spec_from_dict(spec, overrides), echo=lambda msg: None)
+        return train(spec_from_dict(spec, overrides), echo=echo or (lambda msg: None))
 
     return run
 

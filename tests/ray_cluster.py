@@ -42,8 +42,14 @@ class RayNode:
                                      stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
-        """SIGKILL the node and everything it started: a lost machine, as the cluster sees it."""
-        self._signal(signal.SIGKILL)
+        """SIGKILL the node and everything it started: a lost machine, as the cluster sees it. The raylet puts each
+        worker process in a process group of its own (a worker outlives its raylet by up to a second of parent
+        checks, time enough for a tiny run to train on), so the whole session goes, not only the group."""
+        for pid in self._session():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM (a node drains, up to 30 s by default: more than a test needs), then SIGKILL after `grace_s`."""
@@ -55,6 +61,18 @@ class RayNode:
         self._signal(signal.SIGKILL)
         self.proc.wait()
         self._log.close()
+
+    def _session(self) -> list[int]:
+        """Every process of the node's session (`start_new_session` made `ray start` its leader)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp session
+            except OSError:
+                continue
+            if int(fields[3]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids
 
     def _signal(self, sig: int) -> None:
         try:

@@ -184,11 +184,15 @@ def test_the_quickstart_submitted_both_ways_lands_in_the_team_server(cluster, te
 
 
 def test_two_workers_on_two_nodes_and_a_lost_node_then_a_resubmission_continues_the_run(cluster, team_server,
-                                                                                         shared, monkeypatch):
+                                                                                         shared, monkeypatch, capsys):
     """A 2-worker training job spans both nodes; SIGKILL the worker node after the first checkpoint and the job
     fails; a new node joins, and the same spec submitted again continues the same MLflow run to the end. The
     re-submission goes through the Kubeflow train component (what `pipeline compile --ray-address http://...`
-    runs), which submits a Ray job as `genforge submit` does and hands on the run id from the job's result."""
+    runs), which submits a Ray job as `genforge submit` does and hands on the run id from the job's result.
+
+    The first job asks for more epochs than it could ever train (a tiny epoch takes a fraction of a second: a
+    4-epoch job once finished before its node's workers died); the re-submission sets `train.epochs` (a resumable
+    key) two past the checkpoint the run resumes from."""
     import yaml
     from mlflow import MlflowClient
 
@@ -196,7 +200,7 @@ def test_two_workers_on_two_nodes_and_a_lost_node_then_a_resubmission_continues_
     from pipelines import kubeflow
 
     name = f"lost-node-{uuid.uuid4().hex[:6]}"
-    job, overrides = submit_training(cluster, team_server, shared, name, "train.workers=2", "train.epochs=4",
+    job, overrides = submit_training(cluster, team_server, shared, name, "train.workers=2", "train.epochs=1000",
                                      "train.checkpoint_every=1")
     deadline = time.monotonic() + 300
     while checkpoint.latest(shared / name) is None:
@@ -204,20 +208,24 @@ def test_two_workers_on_two_nodes_and_a_lost_node_then_a_resubmission_continues_
                                                          cluster).stdout[-3000:]
         time.sleep(0.25)
     cluster.worker.kill()
-    lost_at = checkpoint.latest(shared / name).meta["position"]["epoch"]
     followed = genforge_cli(["jobs", "logs", job, "--address", cluster.address, "--follow"], cluster)
-    assert followed.returncode != 0 and lost_at < 4  # the job failed with its node, before the end
+    assert followed.returncode != 0, followed.stdout[-3000:]  # the job failed with its node
+    lost_at = checkpoint.latest(shared / name).meta["position"]["epoch"]  # where the re-submission resumes
     assert len(train_worker_nodes(cluster, _ray_job_id(cluster, job))) == 2  # its two workers had two nodes
 
     cluster.worker = cluster.add_worker(1)
     monkeypatch.setenv("RAY_AUTH_TOKEN", cluster.token)
     monkeypatch.setenv("GENFORGE_JOBS_ADDRESS", cluster.address)
-    run_id, tracking_uri = kubeflow.train(yaml.safe_dump(yaml.safe_load(QUICKSTART.read_text())), overrides)
+    epochs = lost_at + 2
+    run_id, tracking_uri = kubeflow.train(yaml.safe_dump(yaml.safe_load(QUICKSTART.read_text())),
+                                          [*overrides, f"train.epochs={epochs}"])
 
+    said = capsys.readouterr().out  # the job's log, streamed by the component
+    assert f"at epoch {lost_at}, step {16 * lost_at}" in said, said[-3000:]  # continued, not retrained
     client = MlflowClient(team_server.url)
     runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     assert [r.info.run_id for r in runs] == [run_id] and tracking_uri == team_server.url
-    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["genforge.finalized_epochs"] == "4"
+    assert runs[0].info.status == "FINISHED" and runs[0].data.tags["genforge.finalized_epochs"] == str(epochs)
     steps = [m.step for m in client.get_metric_history(run_id, "train/loss")]
     assert len(steps) == len(set(steps))  # nothing logged twice across the loss and the resumption
 

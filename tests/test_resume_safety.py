@@ -102,17 +102,31 @@ def test_an_outage_while_checking_the_run_changes_nothing(tmp_path, monkeypatch)
 
 
 @pytest.mark.slow
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_complete_one(train_spec, client):
-    """Ray restores its newest checkpoint; when that one is cut short the workers take the newest complete one
-    from the run directory instead of failing on every retry. The run continues, no step is logged twice."""
+@pytest.mark.parametrize("newest", ["cut short", "unknown to Ray"])
+def test_a_rerun_continues_from_the_newest_complete_checkpoint(train_spec, client, newest):
+    """Ray restores the newest checkpoint its snapshot lists; the workers take the run directory's newest complete
+    one instead where Ray's is cut short (else every retry fails on it) or where Ray's snapshot lacks the newest (a
+    node lost after the checkpoint was persisted but before Ray's controller registered its report: the re-run
+    got no checkpoint and retrained from scratch). The run continues from there; no step is logged twice."""
     from pathlib import Path
 
-    spec = tiny_spec("corrupt-newest", epochs=2)
+    from genforge.training import checkpoint
+
+    spec = tiny_spec(f"newest-{newest.split()[0]}", epochs=2, checkpoint_every=1)
     first = train_spec(spec)
-    newest = sorted(Path(first.checkpoint).parent.glob("checkpoint_step_*"))[-1]
-    (newest / "state.pt").write_bytes((newest / "state.pt").read_bytes()[:100])  # cut short
-    second = train_spec(spec, ("train.epochs=3",))
+    run_dir = Path(first.checkpoint).parent
+    *_, previous, last = sorted(run_dir.glob("checkpoint_step_*"))
+    if newest == "cut short":
+        (last / "state.pt").write_bytes((last / "state.pt").read_bytes()[:100])
+        expected, epoch = previous, 1
+    else:
+        (run_dir / checkpoint.RAY_SNAPSHOT).unlink()  # Ray registered none of the run's checkpoints
+        expected, epoch = last, 2
+    said: list[str] = []
+    second = train_spec(spec, ("train.epochs=3",), echo=said.append)
     assert second.run_id == first.run_id and second.status == "FINISHED" and second.epochs == 3
+    resumed = [line for line in said if "resumed from" in line]
+    assert resumed and str(expected) in resumed[0] and f"at epoch {epoch}," in resumed[0], said
     for key in client.get_run(first.run_id).data.metrics:
         steps = [m.step for m in client.get_metric_history(first.run_id, key)]
         assert len(steps) == len(set(steps)), key

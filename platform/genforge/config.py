@@ -19,10 +19,9 @@ from genforge.errors import SpecError
 from genforge.families import DIFFAUGMENT_POLICIES, FAMILIES, get_family_info
 from genforge.names import check_alias, check_name
 
-# Keys that may change between a run and its resumption; they are tagged, not logged as params,
-# because MLflow refuses to log a param again with a different value.
 # Keys that may change when a run is continued: how long and where it trains and how it survives faults,
-# never what it learns.
+# never what it learns. They are tagged, not logged as params: MLflow refuses a param logged again with a
+# different value.
 RESUMABLE_KEYS = (
     "train.epochs", "train.max_failures", "train.workers", "train.use_gpu", "train.time_limit_s",
     "train.preempt_grace_s", "train.keep_checkpoints", "train.on_nonfinite", "train.max_rollbacks",

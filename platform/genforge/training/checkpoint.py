@@ -99,6 +99,14 @@ class Found:
     location: Any = None  # storage.Location
 
 
+def newest_name(run_dir: Any) -> str | None:
+    """The name of the newest checkpoint directory under a run directory, complete or not (a listing, no reads)."""
+    from genforge.training.storage import Location
+
+    children = Location.parse(run_dir).children(PREFIX)
+    return children[-1].name if children else None
+
+
 def latest(run_dir: Any) -> Found | None:
     """The newest verified checkpoint under a Ray run directory (a path, a URI or a storage.Location); corrupt
     ones are skipped with a warning."""

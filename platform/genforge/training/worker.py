@@ -22,7 +22,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
 import torch
@@ -214,9 +214,7 @@ def _set_up(config: dict[str, Any]) -> _Rank:
 
 
 def _restore(r: _Rank, restored: Any) -> None:
-    """Continue from Ray's checkpoint: trainer state, position and this rank's RNG stream."""
-    if restored is None:
-        return
+    """Continue from the run's newest complete checkpoint: trainer state, position and this rank's RNG stream."""
     loaded = _load_verified(r, restored)
     if loaded is None:
         return
@@ -237,17 +235,26 @@ def _restore(r: _Rank, restored: Any) -> None:
 
 
 def _load_verified(r: _Rank, restored: Any) -> tuple[dict, dict, str] | None:
-    """Ray's checkpoint if it verifies; else (cut short, missing files, wrong sha256) the newest complete one in the
-    run directory, so a corrupt newest checkpoint cannot make every retry fail. Every rank decides alike: they
-    verify the same files."""
-    try:
-        with restored.as_directory() as path:
-            state, meta = checkpoint.load(path, map_location=r.device)
-        return state, meta, str(restored.path)
-    except (checkpoint.CheckpointError, OSError, RuntimeError) as exc:
-        reason = f"refusing checkpoint {restored.path}: {exc}"
-    found = checkpoint.latest(r.config["run_dir"]) if r.config.get("run_dir") else None
-    if r.rank == 0:
+    """The run's newest complete checkpoint, decided alike on every rank (they verify the same files).
+
+    Ray's (`get_checkpoint()`) where it verifies and nothing newer is in the run directory. Ray's record can lag
+    the directory: a checkpoint is persisted before Ray's controller registers its report, so a node lost in
+    between (the report dies with it) leaves a complete checkpoint that Ray's snapshot lacks, and a re-run would
+    get an older checkpoint or none and retrain what is on disk. A corrupt checkpoint (cut short, missing files,
+    wrong sha256) must not make every retry fail either. In both cases the directory's newest verified one wins."""
+    run_dir = r.config.get("run_dir")
+    reason = None
+    if restored is not None:
+        try:
+            with restored.as_directory() as path:
+                state, meta = checkpoint.load(path, map_location=r.device)
+            newest = checkpoint.newest_name(run_dir) if run_dir else None
+            if newest is None or newest <= PurePosixPath(str(restored.path)).name:
+                return state, meta, str(restored.path)
+        except (checkpoint.CheckpointError, OSError, RuntimeError) as exc:
+            reason = f"refusing checkpoint {restored.path}: {exc}"
+    found = checkpoint.latest(run_dir) if run_dir else None
+    if r.rank == 0 and reason is not None:
         r.progress.say(
             f"WARNING: {reason}; " + (f"using {found.path}" if found else "no complete checkpoint: starting over")
         )
