@@ -244,13 +244,12 @@ def _load_verified(r: _Rank, restored: Any) -> tuple[dict, dict, str] | None:
     wrong sha256) must not make every retry fail either. In both cases the directory's newest verified one wins."""
     run_dir = r.config.get("run_dir")
     reason = None
-    if restored is not None:
+    newest = checkpoint.newest_name(run_dir) if run_dir and restored is not None else None
+    if restored is not None and (newest is None or newest <= PurePosixPath(str(restored.path)).name):
         try:
             with restored.as_directory() as path:
                 state, meta = checkpoint.load(path, map_location=r.device)
-            newest = checkpoint.newest_name(run_dir) if run_dir else None
-            if newest is None or newest <= PurePosixPath(str(restored.path)).name:
-                return state, meta, str(restored.path)
+            return state, meta, str(restored.path)
         except (checkpoint.CheckpointError, OSError, RuntimeError) as exc:
             reason = f"refusing checkpoint {restored.path}: {exc}"
     found = checkpoint.latest(run_dir) if run_dir else None
