@@ -59,6 +59,13 @@ class ModelConfig(_Section):
         description="VAE decoder likelihood: bernoulli (cross-entropy on binarised data), gaussian (MSE) or "
         "laplace (L1); the continuous ones are scored as discretised likelihoods of the 8-bit data.",
     )
+    sampling_prior: Literal["expost", "standard"] = Field(
+        "expost",
+        description="VAE/cVAE samples: from Gaussians fitted to the training images' posterior means each epoch "
+        "(expost, Ghosh et al. 2020: one per label for the cVAE, a mixture of prior_components for the VAE) or "
+        "from N(0, I) (standard). Likelihoods always use N(0, I).",
+    )
+    prior_components: int = Field(20, ge=1, description="Gaussians in the VAE's ex-post sampling prior.")
     gan_loss: Literal["nonsaturating", "hinge"] = Field("nonsaturating", description="Adversarial loss.")
     ema_decay: float = Field(
         0.999, ge=0.0, lt=1.0, description="EMA of G weights used for sampling (the decay at full length)."

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genforge.models.blocks import ConvDecoder, ConvEncoder
+from genforge.models.latent_prior import LatentPrior
 
 LIKELIHOODS = ("bernoulli", "gaussian", "laplace")
 LEVELS = 256  # the continuous likelihoods are over 8-bit pixels k / 255
@@ -101,6 +102,7 @@ class VAE(nn.Module):
         likelihood: str = "bernoulli",
         beta: float = 1.0,
         num_classes: int = 0,
+        prior_components: int = 20,
     ) -> None:
         super().__init__()
         self.image_shape, self.latent_dim, self.num_classes = tuple(image_shape), latent_dim, num_classes
@@ -114,6 +116,9 @@ class VAE(nn.Module):
         # The log of the continuous likelihoods' scale (Gaussian sigma, Laplace b), learned and shared by the
         # pixels; unused for Bernoulli. Named log_sigma for both, as in checkpoints from before Laplace.
         self.log_sigma = nn.Parameter(torch.zeros(())) if likelihood != "bernoulli" else None
+        # What samples are drawn from (models/latent_prior.py): N(0, I) until a prior is fitted to the training
+        # codes; one Gaussian per label for the conditional VAE, a mixture of `prior_components` otherwise.
+        self.prior = LatentPrior(num_classes or prior_components, latent_dim, by_label=num_classes > 0)
 
     # Conditioning hooks; the conditional VAE overrides these two.
     def _encoder_input(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -180,20 +185,22 @@ def log_importance_weights(vae: VAE, x: torch.Tensor, y: torch.Tensor | None, k:
 
 
 class VAESampler(nn.Module):
-    """z (and y) -> images in [0, 1]: the decoder alone, for export and generation."""
+    """Standard normal z (and y) -> images in [0, 1]: the sampling prior's transform and the decoder, for export
+    and generation."""
 
     def __init__(self, vae: VAE) -> None:
         super().__init__()
         self.vae = vae
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.vae.decode(z, y)
+        return self.vae.decode(self.vae.prior(z, y), y)
 
 
 def build(cfg, image_shape: tuple[int, int, int], num_classes: int) -> dict[str, nn.Module]:
-    return {"vae": VAE(image_shape, cfg.latent_dim, cfg.width, cfg.likelihood, cfg.beta)}
+    return {"vae": VAE(image_shape, cfg.latent_dim, cfg.width, cfg.likelihood, cfg.beta,
+                       prior_components=cfg.prior_components)}
 
 
 def sampler(modules: dict[str, nn.Module]) -> nn.Module:
-    """Samples are the decoder's means."""
+    """Samples are the decoder's means at draws from the sampling prior."""
     return VAESampler(modules["vae"])

@@ -128,6 +128,9 @@ class AdversarialTrainer:
         self.D.train()
         return {f"{prefix}_d_real": float(torch.cat(probs).mean())}
 
+    def prepare_sampler(self, data: ImageSplits) -> None:
+        """Nothing to fit: G samples from N(0, I) as it was trained."""
+
     def sampler(self) -> nn.Module:
         """G_ema mapped to [0, 1], in eval mode (G_ema never trains)."""
         return GANSampler(self.G_ema).eval()

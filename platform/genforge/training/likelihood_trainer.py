@@ -17,6 +17,7 @@ from genforge.evaluator.likelihood_eval import heldout
 from genforge.images import reconstruction_pairs
 from genforge.models.vae import VAESampler
 from genforge.training import health, optimizers
+from genforge.training.latent_prior_fit import fit_latent_prior
 from genforge.training.steps import BufferGuard, StepResult, apply_step, autocast, sample_figure
 
 RECONSTRUCTIONS = 32  # validation images in the per-epoch reconstruction grid
@@ -89,6 +90,11 @@ class LikelihoodTrainer:
             metrics[f"{prefix}_active_units"] = float(health.active_units(mu))
             metrics[f"{prefix}_kl_max_dim"] = float(health.kl_per_dimension(mu, logvar).max())
         return metrics
+
+    def prepare_sampler(self, data: ImageSplits) -> None:
+        """Fit the ex-post sampling prior to the training images' codes (model.sampling_prior: expost)."""
+        if self.spec.model.sampling_prior == "expost":
+            fit_latent_prior(self.vae, data.train, self.conditional)
 
     def sampler(self) -> nn.Module:
         """The decoder mapped to [0, 1]; puts the VAE in eval mode (`back_to_training` undoes it)."""

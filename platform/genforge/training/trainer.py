@@ -51,6 +51,11 @@ class Trainer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         ...
 
+    def prepare_sampler(self, data: ImageSplits) -> None:
+        """Rank 0, at each epoch's end before evaluation and grids: fit what sampling needs from the training data
+        (the VAE's ex-post latent prior); it is part of the modules' state, so checkpoints and exports carry it."""
+        ...
+
     def sampler(self) -> nn.Module:
         """The module that generates, z (and y) -> [0, 1], in eval mode (for grids and in-loop FID)."""
         ...

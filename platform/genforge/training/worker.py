@@ -442,6 +442,7 @@ def _end_epoch(r: _Rank) -> dict[str, float]:
     epoch_metrics: dict[str, float] = {"epoch": r.pos.epoch, "epoch_time_s": time.perf_counter() - r.epoch_t0,
                                        **_resident_memory_mb()}
     if r.rank == 0:
+        r.trainer.prepare_sampler(r.data)  # before anything samples, and before the epoch's checkpoint
         epoch_metrics.update(_evaluate(r))
         r.score = epoch_metrics.get(checkpoint.score_metric(r.spec) or "", r.score)
         r.logger.log_metrics({**epoch_metrics, **_judge_health(r, epoch_metrics)}, step=r.pos.step)
