@@ -27,10 +27,9 @@ EM_TOL = 1e-3  # nats per code: converged when the mean log-likelihood gains les
 
 
 @torch.no_grad()
-def posterior_means(vae: VAE, split: Split, conditional: bool,
-                    batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_means(vae: VAE, split: Split, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes mu(x) (N, d) in float64, labels (N,)) of the split's first MAX_ROWS images as the likelihood sees
-    them (binarised once with the evaluation's seed, or on the 8-bit grid)."""
+    them (binarised once with the evaluation's seed, or on the 8-bit grid); a conditional VAE encodes with labels."""
     was_training = vae.training
     vae.eval()
     device = next(vae.parameters()).device
@@ -39,7 +38,7 @@ def posterior_means(vae: VAE, split: Split, conditional: bool,
     for start in range(0, n, batch_size):
         x, y = split.batch(torch.arange(start, min(start + batch_size, n)))
         x = heldout(x, vae.likelihood, first_row=start).to(device)
-        mu, _ = vae.encode(x, y.to(device) if conditional else None)
+        mu, _ = vae.encode(x, y.to(device) if vae.num_classes else None)
         mus.append(mu.double().cpu())
         labels.append(y.cpu())
     vae.train(was_training)
@@ -67,7 +66,7 @@ def gaussian_mixture(x: torch.Tensor, k: int, init: Mixture | None = None, itera
         weight, mean, tril = (t.to(x.dtype) for t in init)
     else:
         mean = x[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k]].clone()
-        tril = torch.linalg.cholesky(torch.cov(x.T).reshape(d, d) + REG_COVAR * eye).expand(k, d, d).clone()
+        tril = _gaussian(x)[1].expand(k, d, d).clone()
         weight = torch.full((k,), 1.0 / k, dtype=x.dtype)
     previous = -math.inf
     for _ in range(iterations):
@@ -91,11 +90,11 @@ def gaussian_mixture(x: torch.Tensor, k: int, init: Mixture | None = None, itera
     return weight, mean, tril
 
 
-def fit_latent_prior(vae: VAE, split: Split, conditional: bool) -> bool:
+def fit_latent_prior(vae: VAE, split: Split) -> bool:
     """Fit `vae.prior` to the split's codes; False (prior left as it was) when there are too few images."""
     prior = vae.prior
     components, d = prior.mean.shape
-    codes, labels = posterior_means(vae, split, conditional)
+    codes, labels = posterior_means(vae, split)
     if len(codes) < 2 * components or not torch.isfinite(codes).all():
         return False
     if prior.by_label:

@@ -94,7 +94,7 @@ class LikelihoodTrainer:
     def prepare_sampler(self, data: ImageSplits) -> None:
         """Fit the ex-post sampling prior to the training images' codes (model.sampling_prior: expost)."""
         if self.spec.model.sampling_prior == "expost":
-            fit_latent_prior(self.vae, data.train, self.conditional)
+            fit_latent_prior(self.vae, data.train)
 
     def sampler(self) -> nn.Module:
         """The decoder mapped to [0, 1]; puts the VAE in eval mode (`back_to_training` undoes it)."""
