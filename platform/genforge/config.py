@@ -80,11 +80,20 @@ class ModelConfig(_Section):
     spectral_norm: bool = Field(False, description="Spectral norm on D's layers (Miyato et al. 2018).")
     r1_gamma: float = Field(0.0, ge=0.0, description="R1 gradient penalty weight on real data; 0 = off.")
     diffaugment: str = Field("", description="DiffAugment policy, e.g. 'color,translation,cutout'.")
+    class_loss_weight: float = Field(
+        0.0, ge=0.0,
+        description="cgan: weight of an auxiliary classifier's cross-entropy (AC-GAN, Odena et al. 2017) beside the "
+        "projection: D learns real images' labels, G is trained to draw images D classifies as asked; 0 = off.",
+    )
 
     @model_validator(mode="after")
     def _check_family_and_policy(self) -> "ModelConfig":
         if self.family not in FAMILIES:
             raise ValueError(f"family: unknown family {self.family!r} (choose from {', '.join(FAMILIES)})")
+        info = get_family_info(self.family)
+        if self.class_loss_weight > 0 and not (info.pattern == "adversarial" and info.conditional):
+            raise ValueError(f"class_loss_weight: only conditional GANs have an auxiliary classifier "
+                             f"(family is {self.family!r}; use 0)")
         unknown = [p for p in self.diffaugment.split(",") if p and p not in DIFFAUGMENT_POLICIES]
         if unknown:
             raise ValueError(f"diffaugment: unknown policy {unknown[0]!r} (use {', '.join(DIFFAUGMENT_POLICIES)})")

@@ -3,6 +3,9 @@
 Per step: one D update on real and detached fake images (one forward over both, so DDP sees one
 pass), then one G update through D (under D.no_sync(): D's gradients from the G step are thrown
 away, so they need no all-reduce), then the EMA of G with a ramped-up decay (`steps.ema_decay_at`).
+With `model.class_loss_weight` (conditional GANs) both updates add the auxiliary classifier's
+cross-entropy (AC-GAN, Odena et al. 2017): D's on the real images' labels only (so D stays a
+classifier of real digits, not of G's mistakes), G's on the labels it was asked to draw.
 G_ema is what samples everywhere: grids, in-loop FID, the exported model, evaluation.
 """
 
@@ -12,6 +15,7 @@ import contextlib
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from genforge.data import ImageSplits, Split
@@ -75,12 +79,14 @@ class AdversarialTrainer:
             fake = self.G(torch.randn(n, self.m.latent_dim, device=self.device), y_fake)
         labels = None if y_real is None else torch.cat([y_real, y_fake])
         with autocast(self.device):
-            logits = self.D_ddp(diff_augment(torch.cat([real, fake.float()]), policy), labels).float()
+            logits, classes = self._D(diff_augment(torch.cat([real, fake.float()]), policy), labels)
         real_logits, fake_logits = logits[:n], logits[n:]
         adv_d = d_loss(real_logits, fake_logits, self.m.gan_loss)
         r1 = r1_penalty(real_logits, real) if self.m.r1_gamma > 0 else torch.zeros((), device=self.device)
+        cls_d = self._class_loss(classes, y_real, n)
         clip = self.spec.train.grad_clip
-        ok_d, gn_d = apply_step(adv_d + 0.5 * self.m.r1_gamma * r1, self.opt_D, self.D.parameters(), clip)
+        loss_d = adv_d + 0.5 * self.m.r1_gamma * r1 + self.m.class_loss_weight * cls_d
+        ok_d, gn_d = apply_step(loss_d, self.opt_D, self.D.parameters(), clip)
 
         # G step
         y_fake = self._labels(n)
@@ -88,9 +94,10 @@ class AdversarialTrainer:
         with no_sync:
             with autocast(self.device):
                 fake = self.G_ddp(torch.randn(n, self.m.latent_dim, device=self.device), y_fake)
-                fake_logits_g = self.D_ddp(diff_augment(fake, policy), y_fake).float()
+                fake_logits_g, classes_g = self._D(diff_augment(fake, policy), y_fake)
             adv_g = g_loss(fake_logits_g, self.m.gan_loss)
-            ok_g, gn_g = apply_step(adv_g, self.opt_G, self.G.parameters(), clip)
+            cls_g = self._class_loss(classes_g, y_fake, n)
+            ok_g, gn_g = apply_step(adv_g + self.m.class_loss_weight * cls_g, self.opt_G, self.G.parameters(), clip)
         if not (ok_d and ok_g):
             guard.restore()
         optimizers.advance(self.sched_D)
@@ -104,6 +111,8 @@ class AdversarialTrainer:
                 "d_loss": adv_d.detach(),
                 "g_loss": adv_g.detach(),
                 "r1": r1.detach(),
+                "class_loss_d": cls_d.detach(),  # the auxiliary classifier on real labels (0 without it)
+                "class_loss_g": cls_g.detach(),  # ... on G's samples: how well G draws the label asked for
                 "d_real": torch.sigmoid(real_logits.detach()).mean(),
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
                 "d_real_acc": (real_logits.detach() > 0).float().mean(),  # near 1 with d_fake_acc: D overpowers
@@ -112,6 +121,19 @@ class AdversarialTrainer:
                 "grad_norm_g": gn_g,
             },
         )
+
+    def _D(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's adversarial logits (float) and, with the auxiliary classifier on, its class logits."""
+        if self.m.class_loss_weight > 0:
+            logits, classes = self.D_ddp(x, y, classes=True)
+            return logits.float(), classes.float()
+        return self.D_ddp(x, y).float(), None
+
+    def _class_loss(self, classes: torch.Tensor | None, y: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Cross-entropy of the first n rows' class logits against y (zero without the classifier)."""
+        if classes is None or y is None:
+            return torch.zeros((), device=self.device)
+        return F.cross_entropy(classes[:n], y.long())
 
     @torch.no_grad()
     def evaluate(self, split: Split, prefix: str, batch_size: int = 500) -> dict[str, float]:
