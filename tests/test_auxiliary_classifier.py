@@ -43,12 +43,12 @@ def test_only_conditional_gans_accept_a_class_loss(family):
         spec_from_dict(tree)
 
 
-def test_without_the_weight_d_has_no_classifier_and_the_losses_are_zero(digits):
+def test_without_the_weight_d_has_no_classifier_and_no_class_losses(digits):
     trainer = _trainer(digits, 0.0)
     assert trainer.D.classifier is None
     x, y = digits.train.batch(torch.arange(32))
     result = trainer.step(x, y)
-    assert result.ok and float(result.metrics["class_loss_d"]) == 0.0 == float(result.metrics["class_loss_g"])
+    assert result.ok and not {"class_loss_d", "class_loss_g"} & set(result.metrics)  # nothing to report
     with pytest.raises(ValueError, match="no auxiliary classifier"):
         trainer.D(x, y, classes=True)
 

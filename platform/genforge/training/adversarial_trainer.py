@@ -105,14 +105,16 @@ class AdversarialTrainer:
         self.ema_step += 1
         ema_update(self.G_ema, self.G, ema_decay_at(self.ema_step, self.m.ema_decay, self.m.ema_rampup))
 
+        classifier = {}
+        if self.m.class_loss_weight > 0:  # the auxiliary classifier on real labels; on G's: does G draw what it's asked
+            classifier = {"class_loss_d": cls_d.detach(), "class_loss_g": cls_g.detach()}
         return StepResult(
             ok=ok_d and ok_g,
             metrics={
+                **classifier,
                 "d_loss": adv_d.detach(),
                 "g_loss": adv_g.detach(),
                 "r1": r1.detach(),
-                "class_loss_d": cls_d.detach(),  # the auxiliary classifier on real labels (0 without it)
-                "class_loss_g": cls_g.detach(),  # ... on G's samples: how well G draws the label asked for
                 "d_real": torch.sigmoid(real_logits.detach()).mean(),
                 "d_fake": torch.sigmoid(fake_logits.detach()).mean(),
                 "d_real_acc": (real_logits.detach() > 0).float().mean(),  # near 1 with d_fake_acc: D overpowers
