@@ -30,12 +30,7 @@ def _trainer(digits, weight: float, lr: float = 2e-4) -> AdversarialTrainer:
     return AdversarialTrainer(modules, spec, torch.device("cpu"), lambda module: module)
 
 
-def _has_classifier(family: str) -> bool:
-    info = get_family_info(family)
-    return info.pattern == "adversarial" and info.conditional
-
-
-@pytest.mark.parametrize("family", [f for f in FAMILIES if not _has_classifier(f)])
+@pytest.mark.parametrize("family", [f for f in FAMILIES if not get_family_info(f).auxiliary_classifier])
 def test_only_conditional_gans_accept_a_class_loss(family):
     tree = tiny_spec("aux-refused", family)
     tree["model"]["class_loss_weight"] = 1.0

@@ -90,8 +90,7 @@ class ModelConfig(_Section):
     def _check_family_and_policy(self) -> "ModelConfig":
         if self.family not in FAMILIES:
             raise ValueError(f"family: unknown family {self.family!r} (choose from {', '.join(FAMILIES)})")
-        info = get_family_info(self.family)
-        if self.class_loss_weight > 0 and not (info.pattern == "adversarial" and info.conditional):
+        if self.class_loss_weight > 0 and not get_family_info(self.family).auxiliary_classifier:
             raise ValueError(f"class_loss_weight: only conditional GANs have an auxiliary classifier "
                              f"(family is {self.family!r}; use 0)")
         unknown = [p for p in self.diffaugment.split(",") if p and p not in DIFFAUGMENT_POLICIES]

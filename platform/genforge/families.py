@@ -58,6 +58,11 @@ class FamilyInfo:
     def training(self) -> PatternInfo:
         return PATTERNS[self.pattern]
 
+    @property
+    def auxiliary_classifier(self) -> bool:
+        """Whether its D can carry an auxiliary classifier (`model.class_loss_weight`): conditional GANs."""
+        return self.pattern == "adversarial" and self.conditional
+
 
 FAMILIES: dict[str, FamilyInfo] = {
     "gan": FamilyInfo("gan", "adversarial", False, "DCGAN, EMA generator"),
