@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from evaluation.extractors.base import batched
+from evaluation.extractors.base import batched, inference_batch
 
 FEATURE_DIM = 128
 
@@ -96,7 +96,7 @@ def train_domain_classifier(
             log(f"domain classifier epoch {epoch + 1}/{epochs} loss {loss.item():.3f}")
     model.eval()
     with torch.no_grad():
-        pred = torch.cat(batched(model, test_x, 1000, torch.device("cpu"))).argmax(1)
+        pred = torch.cat(batched(model, test_x, inference_batch("cpu"), torch.device("cpu"))).argmax(1)
     return model, float((pred == test_y).float().mean())
 
 
@@ -112,9 +112,11 @@ def weights_hash(model: nn.Module) -> str:
 class DomainExtractor:
     name = "domain"
 
-    def __init__(self, model: DomainClassifier, device: str | torch.device = "cpu", batch_size: int = 1000) -> None:
+    def __init__(self, model: DomainClassifier, device: str | torch.device = "cpu",
+                 batch_size: int | None = None) -> None:
         self.model = model.eval().to(device)
-        self.device, self.batch_size = torch.device(device), batch_size
+        self.device = torch.device(device)
+        self.batch_size = batch_size or inference_batch(self.device)
         self.content_hash = weights_hash(model)
 
     def features(self, images: torch.Tensor) -> np.ndarray:

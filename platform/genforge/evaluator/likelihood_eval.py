@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 import evaluation as ev
+from evaluation.extractors.base import inference_batch
 from evaluation.likelihood import binarise, quantise_8bit
 from genforge.models.vae import VAE, log_importance_weights
 
 BINARISATION_SEED = 0  # the one fixed binarisation of held-out splits (the protocol names it)
-IW_CHUNK = 8  # importance samples decoded at once: keeps decoder batches small
+IW_CHUNK = 8  # importance samples drawn per call; rows per call keep the decoder's batch at the inference batch
 
 
 def discretisation(likelihood: str) -> str:
@@ -46,7 +47,7 @@ def heldout(x: torch.Tensor, likelihood: str, first_row: int = 0) -> torch.Tenso
 
 @torch.no_grad()
 def score_split(
-    vae: VAE, x_all: torch.Tensor, y_all: torch.Tensor | None, k: int, seed: int, batch_size: int = 250
+    vae: VAE, x_all: torch.Tensor, y_all: torch.Tensor | None, k: int, seed: int, batch_size: int | None = None
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Reconstruction metrics, negative ELBO and the importance-weighted NLL (k samples) of a split; and the
     reconstructions (posterior means of the raw images, for the figure).
@@ -56,6 +57,8 @@ def score_split(
     likelihood scores it (`heldout`). Seeded: the same model and data give the same numbers.
     """
     device = next(vae.parameters()).device
+    batch_size = batch_size or inference_batch(device)
+    iw_rows = max(1, batch_size // IW_CHUNK)  # rows x IW_CHUNK samples = one decoder batch
     torch.manual_seed(seed)
     observed = heldout(x_all, vae.likelihood)
     recons, neg_elbo, iw = [], [], []
@@ -65,9 +68,11 @@ def score_split(
         mu, _ = vae.encode(xb, yb)
         recons.append(vae.decode(mu, yb).float().cpu())  # reconstruction at the posterior mean
         neg_elbo.append(vae(ob, yb).neg_elbo.item() * len(xb))
-        log_w = torch.cat([log_importance_weights(vae, ob, yb, min(IW_CHUNK, k - i)) for i in range(0, k, IW_CHUNK)],
-                          dim=1)
-        iw.append(ev.iw_nll(log_w.double().cpu().numpy()))
+        for start in range(0, len(ob), iw_rows):
+            o, y = ob[start : start + iw_rows], (yb[start : start + iw_rows] if yb is not None else None)
+            log_w = torch.cat([log_importance_weights(vae, o, y, min(IW_CHUNK, k - i)) for i in range(0, k, IW_CHUNK)],
+                              dim=1)
+            iw.append(ev.iw_nll(log_w.double().cpu().numpy()))
     recon = torch.cat(recons)
     dims = int(np.prod(x_all.shape[1:]))
     nll = float(np.concatenate(iw).mean())

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from evaluation.extractors.base import inference_batch
 from genforge.data import ImageSplits, Split
 from genforge.models.diffaugment import diff_augment
 from genforge.models.gan import GANSampler, d_loss, g_loss, r1_penalty
@@ -138,14 +139,14 @@ class AdversarialTrainer:
         return F.cross_entropy(classes[:n], y.long())
 
     @torch.no_grad()
-    def evaluate(self, split: Split, prefix: str, batch_size: int = 500) -> dict[str, float]:
+    def evaluate(self, split: Split, prefix: str, batch_size: int | None = None) -> dict[str, float]:
         """Mean D(x) on held-out reals: its gap to the training D(x) shows D overfitting (Karras et al. 2020)."""
         if len(split) == 0:
             return {}
         self.D.eval()
         idx = torch.arange(min(len(split), 2000))
         probs = []
-        for chunk in idx.split(batch_size):
+        for chunk in idx.split(batch_size or inference_batch(self.device)):
             x, y = split.batch(chunk)
             x, y = x.to(self.device) * 2.0 - 1.0, y.to(self.device)
             probs.append(torch.sigmoid(self.D(x, y if self.num_classes else None)).float())

@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from evaluation.extractors.base import inference_batch
 from genforge.data import Split
 from genforge.evaluator.likelihood_eval import heldout
 from genforge.models.vae import VAE
@@ -27,7 +28,7 @@ EM_TOL = 1e-3  # nats per code: converged when the mean log-likelihood gains les
 
 
 @torch.no_grad()
-def posterior_means(vae: VAE, split: Split, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_means(vae: VAE, split: Split, batch_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(codes mu(x) (N, d) in float64, labels (N,)) of the split's first MAX_ROWS images as the likelihood sees
     them (binarised once with the evaluation's seed, or on the 8-bit grid); a conditional VAE encodes with labels."""
     was_training = vae.training
@@ -35,6 +36,7 @@ def posterior_means(vae: VAE, split: Split, batch_size: int = 500) -> tuple[torc
     device = next(vae.parameters()).device
     mus, labels = [], []
     n = min(len(split), MAX_ROWS)
+    batch_size = batch_size or inference_batch(device)
     for start in range(0, n, batch_size):
         x, y = split.batch(torch.arange(start, min(start + batch_size, n)))
         x = heldout(x, vae.likelihood, first_row=start).to(device)

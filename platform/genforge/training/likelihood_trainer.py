@@ -12,6 +12,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from evaluation.extractors.base import inference_batch
 from genforge.data import ImageSplits, Split
 from genforge.evaluator.likelihood_eval import heldout
 from genforge.images import reconstruction_pairs
@@ -69,12 +70,13 @@ class LikelihoodTrainer:
         )
 
     @torch.no_grad()
-    def evaluate(self, split: Split, prefix: str, batch_size: int = 500) -> dict[str, float]:
+    def evaluate(self, split: Split, prefix: str, batch_size: int | None = None) -> dict[str, float]:
         """Mean per-image negative ELBO and its parts on a split (one posterior sample per image), and the
         posterior-collapse signals: active units and the largest per-dimension KL (training/health.py)."""
         self.vae.eval()
         totals = {"neg_elbo": 0.0, "recon_loss": 0.0, "kl": 0.0}
         mus, logvars = [], []
+        batch_size = batch_size or inference_batch(self.device)
         for start in range(0, len(split), batch_size):
             x, y = split.batch(torch.arange(start, min(start + batch_size, len(split))))
             x, y = heldout(x, self.vae.likelihood, first_row=start).to(self.device), y.to(self.device)
