@@ -212,7 +212,9 @@ def _holder(client) -> int | None:
 def test_a_collapsed_model_fails_every_shipped_spec_s_gates(path, digits, domain, registry):
     """Evaluated with the domain classifier: a generator that always returns the same real digit fails the spec's
     gates, stays registered and is not promoted, even into an empty alias; real images of the asked labels pass
-    the same gates and are promoted."""
+    the same gates and are promoted. The real images are the training split's, 100 per label: the digits set holds
+    18 held-out images per label, where one or two misread digits (which ones depends on the thread count the
+    classifier was trained with) decide the worst label's accuracy against a 0.9 gate."""
     from genforge.model_registry.gates import gates_from_mapping
     from genforge.model_registry.promotion import promote
 
@@ -225,7 +227,8 @@ def test_a_collapsed_model_fails_every_shipped_spec_s_gates(path, digits, domain
     one, _ = data.train.batch(torch.tensor([0]))
     collapsed = _evaluate(spec, data, extractor, info, lambda n, seed, y: one.expand(n, -1, -1, -1).clone(),
                           conditional).metrics
-    real = _evaluate(spec, data, extractor, info, lambda n, seed, y: _real(data.val, n, seed, y), conditional).metrics
+    real = _evaluate(spec, data, extractor, info, lambda n, seed, y: _real(data.train, n, seed, y), conditional,
+                     overrides=["evaluate.samples=1000"]).metrics
 
     uri, client, add = registry
     bad = add(collapsed)
