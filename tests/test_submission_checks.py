@@ -63,6 +63,10 @@ def test_resources_needed_by_a_training_run_and_by_a_sweep():
     assert checks.resources_needed(spec(train={"workers": 2, "use_gpu": True})) == {"CPU": 2.0, "GPU": 2.0}
     sweep = spec(stages=["tune"], tune={"workers_per_trial": 2}, train={"workers": 4})
     assert checks.resources_needed(sweep) == {"CPU": 2.0}  # one trial's worth; the sweep trains no base run
+    # train.cpus_per_worker: each worker reserves that many CPUs, in a run and in each sweep trial
+    assert checks.resources_needed(spec(train={"workers": 2, "cpus_per_worker": 3})) == {"CPU": 6.0}
+    sweep = spec(stages=["tune"], tune={"workers_per_trial": 1}, train={"workers": 1, "cpus_per_worker": 2})
+    assert checks.resources_needed(sweep) == {"CPU": 2.0}
 
 
 def test_capacity_counts_what_the_autoscaler_may_add():
@@ -70,7 +74,8 @@ def test_capacity_counts_what_the_autoscaler_may_add():
     checks.check_capacity({"CPU": 2.0, "GPU": 2.0}, now_no_gpus, RAY)  # the GPU group scales up from 0
     with pytest.raises(SpecError, match=r"needs 8 GPU; .* has 0 \(its autoscaler may add up to 4\)"):
         checks.check_capacity({"GPU": 8.0}, now_no_gpus, RAY)
-    with pytest.raises(SpecError, match=r"train.workers / tune.workers_per_trial: the job needs 5 CPU; .* has 4,"):
+    per_worker = r"train.workers \(tune.workers_per_trial\) x train.cpus_per_worker"
+    with pytest.raises(SpecError, match=per_worker + r": the job needs 5 CPU; .* has 4,"):
         checks.check_capacity({"CPU": 5.0}, checks.Capacity({"CPU": 4.0}), RAY)  # no autoscaler: now is all
 
 

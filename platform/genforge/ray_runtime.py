@@ -60,7 +60,8 @@ HEALTH_CHECK_INTERVAL_S = "0.5"
 
 def ensure_ray(spec: Spec) -> None:
     """Start a local Ray, or join the one RAY_ADDRESS names, unless Ray is already initialised here
-    (tests, Tune trial drivers); then check that the cluster has the GPUs the spec asks for."""
+    (tests, Tune trial drivers); then check that the cluster can ever hold the spec's workers (their CPUs, and GPUs
+    with train.use_gpu): Ray would otherwise leave the run waiting for them forever."""
     import ray
 
     # Ray Train V2 patches print() in workers to also go through its logger: every print would show
@@ -73,10 +74,10 @@ def ensure_ray(spec: Spec) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", HEALTH_CHECK_INTERVAL_S)
     if not ray.is_initialized():
         _init_ray()
-    if spec.train.use_gpu:  # an autoscaling cluster counts the GPU nodes it may still add
-        from genforge.jobs.checks import check_capacity
+    from genforge.jobs.checks import check_capacity, worker_resources
 
-        check_capacity({"GPU": float(spec.train.workers)}, cluster_capacity(), "this Ray cluster")
+    # An autoscaling cluster counts the nodes it may still add.
+    check_capacity(worker_resources(spec, spec.train.workers), cluster_capacity(), "this Ray cluster")
 
 
 def cluster_capacity() -> Any:

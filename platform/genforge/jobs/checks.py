@@ -63,16 +63,22 @@ def job_storage_path(spec: Spec) -> str:
     return path
 
 
+def worker_resources(spec: Spec, workers: int = 1) -> dict[str, float]:
+    """What `workers` training workers of the spec reserve together (one worker's: Ray Train's
+    `resources_per_worker`): `train.cpus_per_worker` CPUs each, and a GPU each with `train.use_gpu`."""
+    needed = {"CPU": float(workers * spec.train.cpus_per_worker)}
+    if spec.train.use_gpu:
+        needed["GPU"] = float(workers)
+    return needed
+
+
 def resources_needed(spec: Spec) -> dict[str, float]:
     """The most any one stage of the spec holds at once: the training run's workers, or one sweep trial's (a sweep
     with fewer resources runs fewer trials at a time, but needs at least one trial's worth)."""
     workers = spec.tune.workers_per_trial if "tune" in spec.stages else spec.train.workers
     if "train" in spec.stages:
         workers = max(workers, spec.train.workers)
-    needed = {"CPU": float(workers)}
-    if spec.train.use_gpu:
-        needed["GPU"] = float(workers)
-    return needed
+    return worker_resources(spec, workers)
 
 
 @dataclass(frozen=True)
@@ -97,7 +103,8 @@ def check_capacity(needed: dict[str, float], capacity: Capacity, address: str) -
         if amount > most:
             grows = ("" if capacity.autoscaler_max is None
                      else f" (its autoscaler may add up to {_fmt(capacity.autoscaler_max.get(resource, 0.0))})")
-            key = "train.use_gpu" if resource == "GPU" else "train.workers / tune.workers_per_trial"
+            key = ("train.use_gpu" if resource == "GPU"
+                   else "train.workers (tune.workers_per_trial) x train.cpus_per_worker")
             raise SpecError(f"{key}: the job needs {_fmt(amount)} {resource}; the cluster at {address} has "
                             f"{_fmt(capacity.current.get(resource, 0.0))}{grows}, so it would wait forever")
 

@@ -198,6 +198,7 @@ def _fit(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from genforge.jobs.checks import worker_resources
     from genforge.training.worker import train_loop_per_worker
 
     t = p.spec.train
@@ -215,7 +216,8 @@ def _fit(
             "verbose": verbose(),
             "faults": faults.configured(),  # tests only: see genforge/faults.py
         },
-        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu),
+        scaling_config=ScalingConfig(num_workers=t.workers, use_gpu=t.use_gpu,
+                                     resources_per_worker=worker_resources(p.spec)),
         **_streamed_datasets(p.spec),
         run_config=RunConfig(
             name=p.spec.name,

@@ -193,6 +193,8 @@ def _set_up(config: dict[str, Any]) -> _Rank:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device() if t.use_gpu else torch.device("cpu")
+    # As many threads as CPUs reserved: more oversubscribes the node, fewer leaves a reserved CPU idle.
+    torch.set_num_threads(t.cpus_per_worker)
 
     torch.manual_seed(t.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
     data = load_dataset(spec.data)
@@ -552,6 +554,7 @@ def _write_checkpoint(r: _Rank, metrics: dict[str, float]) -> None:
                 "position": r.pos.__dict__,
                 "epochs_target": r.spec.train.epochs,
                 "world_size": r.world,
+                "torch_threads": torch.get_num_threads(),
                 "spec": r.spec.training_dict(),
                 "spec_fingerprint": r.spec.fingerprint(),
                 "image_shape": list(r.data.image_shape),

@@ -106,10 +106,11 @@ def _concurrency(spec: Spec) -> int:
 
     if spec.tune.max_concurrent_trials:
         return spec.tune.max_concurrent_trials
+    from genforge.jobs.checks import worker_resources
+
     resources = ray.cluster_resources()
-    per_trial = spec.tune.workers_per_trial
-    units = resources.get("GPU", 0) if spec.train.use_gpu else resources.get("CPU", 1)
-    return max(1, int(units // per_trial))
+    per_trial = worker_resources(spec, spec.tune.workers_per_trial)
+    return max(1, min(int(resources.get(kind, 0) // amount) for kind, amount in per_trial.items()))
 
 
 @dataclass
