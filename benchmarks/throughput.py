@@ -48,9 +48,10 @@ def spec_for(kind: str, workers: int, tmp: Path, steps: int, epochs: int, tag: s
 
     tree = yaml.safe_load(SPECS[kind].read_text())
     tree.update(name=f"bench-{kind}-{workers}w-{tag}", stages=["train"])
-    tree["train"] = {**tree.get("train", {}), "workers": workers, "batch_size": BATCH * workers, "epochs": epochs,
-                     "max_steps_per_epoch": steps, "log_every_steps": WINDOW, "checkpoint_every": epochs,
-                     "storage_path": str(tmp / "runs")}
+    # One CPU (one thread) per worker whatever the spec asks: the comparisons below fix the thread count.
+    tree["train"] = {**tree.get("train", {}), "workers": workers, "cpus_per_worker": 1, "batch_size": BATCH * workers,
+                     "epochs": epochs, "max_steps_per_epoch": steps, "log_every_steps": WINDOW,
+                     "checkpoint_every": epochs, "storage_path": str(tmp / "runs")}
     tree["tracking"] = {"uri": f"sqlite:///{tmp / 'mlflow.db'}"}
     tree.get("evaluate", {}).pop("every_epochs", None)
     return spec_from_dict(tree)
