@@ -145,10 +145,13 @@ def main(argv: list[str] | None = None) -> int:
     write(entries, ran, args.out, mode="quick" if args.quick else "full", durations=durations,
           details=state.get("details"))
     missed = [e.name for e in entries if e.met is False]
+    failed = [e.family for e in entries if e.name.endswith("_failed")]
     print(f"\n[bench] {len(entries)} figures in {time.perf_counter() - t_all:.0f} s -> {args.out / 'latest.json'}, "
           f"{args.out / 'latest.md'}")
+    if failed:
+        print(f"[bench] FAILED (traceback above): {', '.join(failed)}")
     print(f"[bench] MISSED: {', '.join(missed)}" if missed else "[bench] every figure with a target met it")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

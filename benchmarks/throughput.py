@@ -152,6 +152,7 @@ def local_rates(kind: str, spec: Any, batch: int, steps: int, threads: int, genf
         if genforge_trainer:
             trainer = trainer_class(get_family(spec.model.family).pattern)(modules, spec, torch.device("cpu"),
                                                                            lambda module: module)
+            trainer.total_steps = WARMUP + steps + 1  # the loop's length: where a cosine schedule (quickstart) ends
             step = trainer.step
         else:
             step = bare_step(kind, modules, spec)

@@ -114,3 +114,24 @@ def test_steady_rates_skip_warm_up_and_epoch_ends():
     starts = [0.1 * i for i in range(30)] + [3.0 + 5.0 + 0.1 * i for i in range(30)]
     rates = steady_rates({"step_starts": starts, "epoch_ends": [30]}, images_per_step=64)
     assert len(rates) == 3 and all(r == pytest.approx(640.0) for r in rates)
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_genforge_s_trainer_steps_in_process_on_the_shipped_spec(kind, tmp_path):
+    """The throughput family's in-process side: genforge's trainer on the shipped spec (the quickstart's cosine
+    schedule needs the loop's length) and the bare loop each give steady-state windows."""
+    from benchmarks.throughput import WINDOW, local_rates, spec_for
+
+    spec = spec_for(kind, 1, tmp_path, 4, 1, "test")
+    for genforge_trainer in (True, False):
+        rates, _ = local_rates(kind, spec, 8, WINDOW, 1, genforge_trainer)
+        assert rates and all(r > 0 for r in rates)
+
+
+def test_a_failed_family_fails_the_run(tmp_path, monkeypatch, capsys):
+    def crash(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(run, "_run_family", crash)
+    assert run.main(["--only", "frechet", "--quick", "--out", str(tmp_path)]) == 1
+    assert "[bench] FAILED (traceback above): frechet" in capsys.readouterr().out
