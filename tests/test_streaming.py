@@ -126,6 +126,20 @@ def test_a_streamed_run_on_two_workers_stops_resumes_and_logs_every_step_once(fo
     assert client.get_run(done.run_id).data.metrics["rss_private_mb"] > 0
 
 
+def test_a_streamed_run_on_one_worker_holding_every_cpu_does_not_wait_for_one(folder, train_spec, client):
+    """One worker with `train.cpus_per_worker: 2` on the session's 2-CPU Ray: the data tasks must not reserve a CPU
+    (Ray Train keeps the worker's two from Ray Data), or every read task waits for one forever."""
+    import threading
+
+    spec = tiny_spec("streamed-2cpu", epochs=1, cpus_per_worker=2, batch_size=16, max_steps_per_epoch=2)
+    spec["data"] = {"dataset": "imagefolder", "root": str(folder), "image_size": 16, "channels": 3, "streaming": True}
+    results: list = []
+    runner = threading.Thread(target=lambda: results.append(train_spec(spec)), daemon=True)
+    runner.start()
+    runner.join(timeout=240)
+    assert results and results[0].status == "FINISHED", "the streamed run did not finish in 240 s: stuck on a CPU"
+
+
 def test_a_streaming_worker_s_memory_stays_flat_as_the_folder_grows(tmp_path_factory, train_spec, client):
     """64x64 RGB folders of 2,800 and 7,000 images: a streaming worker holds the same private memory for both, while
     the in-memory path holds every decoded image (86 MB of uint8 for the larger) in every process. Both train splits

@@ -245,8 +245,9 @@ def _streamed_datasets(spec: Spec) -> dict[str, Any]:
     from ray.train import DataConfig
 
     from genforge.data.streaming import data_task_cpus, train_dataset
+    from genforge.jobs.checks import worker_resources
 
-    cpus = data_task_cpus(ray.cluster_resources().get("CPU", 0.0), float(spec.train.workers))
+    cpus = data_task_cpus(ray.cluster_resources().get("CPU", 0.0), worker_resources(spec, spec.train.workers)["CPU"])
     return {"datasets": {"train": train_dataset(spec.data, spec.train.seed, cpus)},
             "dataset_config": DataConfig(datasets_to_split=["train"])}
 
